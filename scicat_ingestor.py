@@ -1,0 +1,1257 @@
+#!/usr/bin/env python3
+"""SciCat file-writer ingestor.
+
+Listens to the ESS file writer's command topic on Kafka, joins each run start
+(``pl72``) with its "finished writing" (``wrdn``) by job id, reads the finished
+NeXus file's metadata with h5py and creates a SciCat raw dataset and its
+origdatablock through SciCat's REST API.
+
+    ./scicat_ingestor.py -c config.json -v --sys-log
+
+The file reads top to bottom like the data flows:
+
+1. configuration      the JSON file, checked strictly at start
+2. decoding           Kafka payloads -> RunStart / FinishedWriting
+3. metadata           the NeXus file -> NexusMetadata, DataFile
+4. building           pure functions: dataset and origdatablock payloads
+5. talking to SciCat  login, token renewal, retries, the two POSTs
+6. the loop           poll, dispatch, ingest, commit
+7. the command line   arguments, logging, main()
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import grp
+import hashlib
+import json
+import logging
+import logging.handlers
+import os
+import pwd
+import random
+import signal
+import stat
+import sys
+import time
+import types
+import typing
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+__version__ = "1.1.0"
+
+logger = logging.getLogger("scicat_ingestor")
+
+
+# =============================================================================
+# 1. Configuration
+# =============================================================================
+#
+# Every section is a dataclass; its fields are the keys the JSON file may hold,
+# their annotations the types the file must use. Unknown keys are refused so a
+# typo stops the program at start instead of silently using a default.
+# Keys starting with "#" are comments (config.sample.json explains itself).
+
+REQUIRED = dataclasses.MISSING  # marker: a field without a default must be in the file
+
+
+class ConfigError(Exception):
+    """A configuration problem, told in one line that names the key."""
+
+
+@dataclass
+class KafkaConfig:
+    bootstrap_servers: Union[list[str], str]
+    topics: list[str] = field(default_factory=lambda: ["command_channel"])
+    group_id: str = "scicat_filewriter_ingestor"
+    auto_offset_reset: str = "earliest"
+    # Further librdkafka consumer settings, passed through unchanged
+    # (security.protocol, sasl.*, ssl.*, session.timeout.ms, ...).
+    consumer: dict[str, Union[str, int, float, bool]] = field(default_factory=dict)
+    poll_timeout_s: float = 1.0
+
+
+@dataclass
+class SciCatConfig:
+    host: str  # API base including the version, e.g. http://scicat/api/v3
+    username: str = ""
+    password: str = ""
+    password_env: str = ""  # name of an environment variable holding the password
+    token: str = ""  # a static long-lived token, instead of username/password
+    timeout_s: float = 30.0
+    verify_tls: bool = True
+    max_retries: int = 5  # for connection errors, timeouts, 5xx and 429
+    retry_backoff_s: float = 1.0
+
+
+@dataclass
+class Ownable:
+    ownerGroup: str
+    accessGroups: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DatasetDefaults:
+    ownable: Ownable
+    contact_email: str
+    instrument_name: str = ""
+    instrument_id: str = ""
+    default_proposal_id: str = ""
+    owner: str = ""
+    principal_investigator: str = ""
+    creation_location: str = ""
+
+
+@dataclass
+class FilesConfig:
+    path_map: dict[str, str] = field(default_factory=dict)
+    allowed_roots: list[str] = field(default_factory=lambda: ["/"])
+    checksum: str = "none"
+
+
+@dataclass
+class OptionsConfig:
+    verbose: bool = False
+    file_log: Union[bool, str] = False
+    file_log_base_name: str = ".scicat_ingestor_log"
+    file_log_timestamp: bool = False
+    logging_level: str = "INFO"
+    system_log: bool = False
+    system_log_facility: str = "user"
+    log_message_prefix: str = " SFI: "
+    dry_run: bool = False
+    run_start_cache_size: int = 1000
+    stats_interval_s: float = 60.0
+
+
+@dataclass
+class Config:
+    kafka: KafkaConfig
+    scicat: SciCatConfig
+    dataset: DatasetDefaults
+    files: FilesConfig = field(default_factory=FilesConfig)
+    options: OptionsConfig = field(default_factory=OptionsConfig)
+
+
+# Keys of the v1.0.0 ingestor that mean nothing here: accepted with a warning
+# so an old configuration still starts.
+LEGACY_KEYS = {
+    "kafka.enable_auto_commit": "offsets are always committed after a message is handled",
+    "kafka.individual_message_commit": "offsets are always committed one message at a time",
+    "options.config_file": "the configuration file is given with -c",
+    "options.check_by_job_id": "always on",
+    "options.pyscicat": "not used",
+    "user_office": "not used",
+}
+CHECKSUM_ALGORITHMS = ("none", "md5", "sha256", "blake2b")
+OFFSET_RESETS = ("earliest", "latest", "error")
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+SECRET_WORDS = ("password", "token", "secret", "sasl.oauthbearer.config", "ssl.key.pem")
+
+
+def _describe_type(annotation: Any) -> str:
+    args = typing.get_args(annotation)
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe_type(a) for a in args)
+    if origin is list:
+        return f"a list of {_describe_type(args[0])}s"
+    if origin is dict:
+        return "an object"
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
+
+
+def _has_type(value: Any, annotation: Any) -> bool:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_has_type(value, a) for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(_has_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and _has_type(v, args[1]) for k, v in value.items()
+        )
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _section_from_json(cls: type, raw: Any, where: str) -> Any:
+    """Build dataclass ``cls`` from the JSON object ``raw`` found at ``where``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key.startswith("#"):
+            continue
+        if path in LEGACY_KEYS:
+            logger.warning("config key %s is ignored: %s", path, LEGACY_KEYS[path])
+            continue
+        if key not in known:
+            raise ConfigError(
+                f"{path}: unknown key (known in {where or 'the top level'}: {', '.join(known)})"
+            )
+        annotation = hints[key]
+        if dataclasses.is_dataclass(annotation):
+            values[key] = _section_from_json(annotation, value, path)
+        elif not _has_type(value, annotation):
+            raise ConfigError(
+                f"{path}: expected {_describe_type(annotation)}, got {json.dumps(value)[:60]}"
+            )
+        else:
+            values[key] = value
+    for name, f in known.items():
+        if name not in values and f.default is REQUIRED and f.default_factory is REQUIRED:
+            path = f"{where}.{name}" if where else name
+            raise ConfigError(f"{path}: missing (required)")
+    return cls(**values)
+
+
+def parse_config(raw: Any) -> Config:
+    """Check a decoded JSON configuration and turn it into a Config."""
+    if isinstance(raw, dict) and isinstance(raw.get("kafka"), dict):
+        kafka = dict(raw["kafka"])
+        # v1.0.0 named a single topic "topic"; both spellings mean the same list.
+        if "topic" in kafka:
+            if "topics" in kafka:
+                raise ConfigError("kafka.topic: give either kafka.topic or kafka.topics, not both")
+            kafka["topics"] = kafka.pop("topic")
+        if isinstance(kafka.get("topics"), str):
+            kafka["topics"] = [t.strip() for t in kafka["topics"].split(",") if t.strip()]
+        raw = {**raw, "kafka": kafka}
+    config = _section_from_json(Config, raw, "")
+    _check_values(config)
+    return config
+
+
+def _check_values(config: Config) -> None:
+    """Checks of values, beyond their types."""
+    kafka = config.kafka
+    if isinstance(kafka.bootstrap_servers, str):
+        kafka.bootstrap_servers = [s.strip() for s in kafka.bootstrap_servers.split(",")]
+    kafka.bootstrap_servers = [s for s in kafka.bootstrap_servers if s]
+    if not kafka.bootstrap_servers:
+        raise ConfigError("kafka.bootstrap_servers: empty")
+    if not kafka.topics:
+        raise ConfigError("kafka.topics: empty")
+    if kafka.auto_offset_reset not in OFFSET_RESETS:
+        raise ConfigError(f"kafka.auto_offset_reset: expected one of {', '.join(OFFSET_RESETS)}")
+    if "enable.auto.commit" in kafka.consumer or "enable.auto.offset.store" in kafka.consumer:
+        raise ConfigError(
+            "kafka.consumer.enable.auto.commit: not allowed; the ingestor commits each "
+            "offset itself once the message is handled"
+        )
+    scicat = config.scicat
+    if not scicat.host.startswith(("http://", "https://")):
+        raise ConfigError(f"scicat.host: expected an http(s) URL, got {scicat.host!r}")
+    scicat.host = scicat.host.rstrip("/")
+    if scicat.password_env:
+        if scicat.password:
+            raise ConfigError("scicat.password_env: give either scicat.password or password_env")
+        scicat.password = os.environ.get(scicat.password_env, "")
+        if not scicat.password and not config.options.dry_run:
+            raise ConfigError(f"scicat.password_env: environment variable {scicat.password_env} is not set")
+    if not config.options.dry_run and not scicat.token and not (scicat.username and scicat.password):
+        raise ConfigError("scicat: give scicat.username and scicat.password (or password_env), or scicat.token")
+    if scicat.timeout_s <= 0 or scicat.max_retries < 0:
+        raise ConfigError("scicat.timeout_s must be > 0 and scicat.max_retries >= 0")
+    if config.files.checksum not in CHECKSUM_ALGORITHMS:
+        raise ConfigError(f"files.checksum: expected one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    for root in config.files.allowed_roots:
+        if not os.path.isabs(root):
+            raise ConfigError(f"files.allowed_roots: {root!r} is not an absolute path")
+    if config.options.logging_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"options.logging_level: expected one of {', '.join(LOG_LEVELS)}")
+    if config.options.run_start_cache_size < 1:
+        raise ConfigError("options.run_start_cache_size: must be at least 1")
+    if "@" not in config.dataset.contact_email:
+        raise ConfigError("dataset.contact_email: expected an email address")
+
+
+def load_config(path: str, dry_run: bool = False) -> Config:
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such configuration file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if dry_run and isinstance(raw, dict):
+        # Decided before the checks: a dry run needs no SciCat credentials.
+        raw.setdefault("options", {})["dry_run"] = True
+    return parse_config(raw)
+
+
+def redacted(value: Any, key: str = "") -> Any:
+    """A copy of a configuration value safe to log: secrets replaced."""
+    if isinstance(value, dict):
+        return {k: redacted(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redacted(v) for v in value]
+    if value and any(word in key.lower() for word in SECRET_WORDS) and key != "password_env":
+        return "***"
+    return value
+
+
+# =============================================================================
+# 2. Decoding the file writer's messages
+# =============================================================================
+#
+# Every message is a FlatBuffer whose bytes 4..8 name its schema. We act on
+# run starts (pl72) and finished writing (wrdn) and pass over the rest.
+
+SCHEMA_RUN_START = "pl72"
+SCHEMA_FINISHED_WRITING = "wrdn"
+# What the file writer also sends on its command and control topics.
+SCHEMAS_PASSED_OVER = ("answ", "x5f2", "6s4t")
+PREVIEW_BYTES = 32
+
+
+class UndecodableMessage(Exception):
+    """A payload that is not a message we can read; the text says why."""
+
+
+@dataclass
+class RunStart:
+    job_id: str
+    filename: str
+    run_name: str = ""
+    instrument_name: str = ""
+    start_time_ms: int = 0
+    stop_time_ms: int = 0
+    service_id: str = ""
+    control_topic: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_error: str = ""
+    # A few top-level values of nexus_structure (proposal, title, ...). The
+    # structure itself can be megabytes and is not kept.
+    structure_values: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class FinishedWriting:
+    job_id: str
+    file_name: str
+    service_id: str = ""
+    error_encountered: bool = False
+    message: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata_error: str = ""
+
+
+@dataclass
+class PassedOver:
+    """A well-formed message that is not ours to act on."""
+
+    schema: str
+
+
+Message = Union[RunStart, FinishedWriting, PassedOver]
+
+# Values of the run start's nexus_structure worth keeping: /entry/<name>.
+STRUCTURE_VALUE_NAMES = ("experiment_identifier", "title", "experiment_description", "entry_identifier")
+
+
+def schema_of(payload: bytes) -> str:
+    if len(payload) < 8:
+        raise UndecodableMessage(f"too short for a FlatBuffer ({len(payload)} bytes)")
+    try:
+        return payload[4:8].decode("ascii")
+    except UnicodeDecodeError:
+        raise UndecodableMessage("no schema id at bytes 4..8") from None
+
+
+def parse_metadata_json(text: Optional[str]) -> tuple[dict[str, Any], str]:
+    """The message's metadata JSON as a dict, and why it could not be read, if so."""
+    if not text or not text.strip():
+        return {}, ""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return {}, f"metadata is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
+    if not isinstance(value, dict):
+        return {}, f"metadata is JSON but not an object: {text[:80]!r}"
+    return value, ""
+
+
+def structure_values(nexus_structure: str) -> dict[str, str]:
+    """Top-level values of /entry in a run start's nexus_structure JSON."""
+    try:
+        tree = json.loads(nexus_structure) if nexus_structure else {}
+    except json.JSONDecodeError:
+        return {}
+    entries = [
+        child for child in (tree.get("children") or []) if isinstance(child, dict)
+    ] if isinstance(tree, dict) else []
+    entry = next((c for c in entries if c.get("name") == "entry"), entries[0] if entries else {})
+    found = {}
+    for child in entry.get("children") or []:
+        if not isinstance(child, dict):
+            continue
+        # Two forms: {"module": "dataset", "config": {name, values}} and the
+        # older {"type": "dataset", "name": ..., "values": ...}.
+        node = child.get("config") if child.get("module") == "dataset" else child
+        if not isinstance(node, dict):
+            continue
+        name, value = node.get("name"), node.get("values")
+        if name in STRUCTURE_VALUE_NAMES and isinstance(value, (str, int, float)):
+            found[name] = str(value)
+    return found
+
+
+def decode_run_start(payload: bytes) -> RunStart:
+    from streaming_data_types.run_start_pl72 import deserialise_pl72
+
+    info = deserialise_pl72(payload)
+    metadata, metadata_error = parse_metadata_json(info.metadata)
+    return RunStart(
+        job_id=info.job_id,
+        filename=info.filename,
+        run_name=info.run_name,
+        instrument_name=info.instrument_name,
+        start_time_ms=int(info.start_time or 0),
+        stop_time_ms=int(info.stop_time or 0),
+        service_id=info.service_id,
+        control_topic=info.control_topic or "",
+        metadata=metadata,
+        metadata_error=metadata_error,
+        structure_values=structure_values(info.nexus_structure),
+    )
+
+
+def decode_finished_writing(payload: bytes) -> FinishedWriting:
+    from streaming_data_types.finished_writing_wrdn import deserialise_wrdn
+
+    info = deserialise_wrdn(payload)
+    metadata, metadata_error = parse_metadata_json(info.metadata)
+    return FinishedWriting(
+        job_id=info.job_id,
+        file_name=info.file_name,
+        service_id=info.service_id,
+        error_encountered=bool(info.error_encountered),
+        message=info.message or "",
+        metadata=metadata,
+        metadata_error=metadata_error,
+    )
+
+
+def decode_message(payload: bytes) -> Message:
+    """Decode one Kafka payload; raise UndecodableMessage with the reason."""
+    from streaming_data_types import DESERIALISERS
+
+    schema = schema_of(payload)
+    decoders = {SCHEMA_RUN_START: decode_run_start, SCHEMA_FINISHED_WRITING: decode_finished_writing}
+    if schema not in decoders:
+        if schema in SCHEMAS_PASSED_OVER or schema in DESERIALISERS:
+            return PassedOver(schema)
+        raise UndecodableMessage(f"unknown schema id {schema!r}")
+    try:
+        message = decoders[schema](payload)
+    except Exception as e:  # a damaged FlatBuffer fails in many ways
+        raise UndecodableMessage(f"damaged {schema} message: {type(e).__name__}: {e}") from None
+    if not message.job_id:
+        raise UndecodableMessage(f"{schema} message without a job id")
+    return message
+
+
+def preview(payload: bytes) -> str:
+    head = payload[:PREVIEW_BYTES]
+    more = f" ... ({len(payload)} bytes)" if len(payload) > PREVIEW_BYTES else ""
+    return head.hex(" ") + more
+
+
+class RunStartCache:
+    """The run starts waiting for their wrdn, oldest dropped first.
+
+    Bounded: a facility runs for months, and a run whose wrdn never comes
+    must not keep memory forever.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._by_job: OrderedDict[str, RunStart] = OrderedDict()
+
+    def remember(self, run_start: RunStart) -> None:
+        self._by_job[run_start.job_id] = run_start
+        self._by_job.move_to_end(run_start.job_id)
+        while len(self._by_job) > self.capacity:
+            job_id, dropped = self._by_job.popitem(last=False)
+            logger.warning("forgetting run start of job %s (%s): its wrdn has not come", job_id, dropped.filename)
+
+    def take(self, job_id: str) -> Optional[RunStart]:
+        return self._by_job.pop(job_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_job)
+
+
+# =============================================================================
+# 3. Reading the finished file
+# =============================================================================
+
+
+class FileRefused(Exception):
+    """The file cannot be ingested; the text says why."""
+
+
+@dataclass
+class NexusValue:
+    value: Any
+    unit: str = ""
+
+
+@dataclass
+class NexusUser:
+    name: str = ""
+    email: str = ""
+    affiliation: str = ""
+    facility_user_id: str = ""
+
+
+@dataclass
+class NexusMetadata:
+    """What the ingestor reads from a NeXus file: /entry's scalar values."""
+
+    values: dict[str, NexusValue] = field(default_factory=dict)  # by name, e.g. "title", "instrument_name"
+    users: list[NexusUser] = field(default_factory=list)
+
+    def text(self, name: str) -> str:
+        value = self.values.get(name)
+        return "" if value is None or value.value is None else str(value.value)
+
+
+@dataclass
+class DataFile:
+    """A file on this host: its path and what stat and the checksum say."""
+
+    path: str
+    size: int
+    mtime: float
+    uid: str
+    gid: str
+    perm: str
+    checksum: str = ""
+    checksum_algorithm: str = ""
+
+
+# /entry/<path> -> the name the value goes by in the dataset.
+NEXUS_ENTRY_VALUES = {
+    "title": "title",
+    "experiment_identifier": "experiment_identifier",
+    "experiment_description": "experiment_description",
+    "entry_identifier": "entry_identifier",
+    "entry_identifier_uuid": "entry_identifier_uuid",
+    "start_time": "start_time",
+    "end_time": "end_time",
+    "definition": "definition",
+    "instrument/name": "instrument_name",
+    "sample/name": "sample_name",
+}
+NEXUS_USER_FIELDS = ("name", "email", "affiliation", "facility_user_id")
+CHECKSUM_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def map_path(writer_path: str, path_map: dict[str, str]) -> str:
+    """The writer's path as this host sees it: the longest matching prefix rewritten."""
+    for prefix in sorted(path_map, key=len, reverse=True):
+        if writer_path == prefix or writer_path.startswith(prefix.rstrip("/") + "/"):
+            return path_map[prefix].rstrip("/") + writer_path[len(prefix.rstrip("/")):]
+    return writer_path
+
+
+def check_allowed(path: str, allowed_roots: list[str]) -> str:
+    """The real absolute path of ``path``, if it lies under an allowed root."""
+    if not os.path.isabs(path):
+        raise FileRefused(
+            f"{path}: relative path; add a files.path_map entry for the file writer's output prefix"
+        )
+    real = os.path.realpath(path)
+    for root in allowed_roots:
+        real_root = os.path.realpath(root)
+        if os.path.commonpath([real, real_root]) == real_root:
+            return real
+    raise FileRefused(f"{path}: outside the allowed roots ({', '.join(allowed_roots)})")
+
+
+def _plain(value: Any) -> Any:
+    """A numpy or bytes value read from HDF5 as a plain JSON value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if hasattr(value, "tolist"):  # numpy scalars and 0-d/1-element arrays
+        value = value.tolist()
+        if isinstance(value, list):
+            value = value[0] if len(value) == 1 else value
+        return _plain(value)
+    return value
+
+
+def _read_scalar(node: Any) -> Optional[NexusValue]:
+    """A dataset's value if it is a scalar (or one element); never reads an array."""
+    import h5py
+
+    if not isinstance(node, h5py.Dataset) or node.size != 1:
+        return None
+    units = node.attrs.get("units", "")
+    return NexusValue(value=_plain(node[()]), unit=str(_plain(units)) if units is not None else "")
+
+
+def _nx_class(node: Any) -> str:
+    return str(_plain(node.attrs.get("NX_class", "")))
+
+
+def read_nexus_metadata(path: str) -> NexusMetadata:
+    """Read /entry's metadata values and users from a NeXus file.
+
+    Only scalar datasets at known places are read: the data arrays of a real
+    file are gigabytes and are never touched.
+    """
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            entry = f.get("entry")
+            if entry is None:
+                entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
+            if not isinstance(entry, h5py.Group):
+                raise FileRefused(f"{path}: no NXentry group in the file")
+            metadata = NexusMetadata()
+            for nexus_path, name in NEXUS_ENTRY_VALUES.items():
+                value = _read_scalar(entry.get(nexus_path))
+                if value is not None:
+                    metadata.values[name] = value
+            for group in entry.values():
+                if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
+                    found = {n: _read_scalar(group.get(n)) for n in NEXUS_USER_FIELDS}
+                    metadata.users.append(NexusUser(**{n: str(v.value) for n, v in found.items() if v}))
+            return metadata
+    except FileRefused:
+        raise
+    except FileNotFoundError:
+        raise FileRefused(f"{path}: no such file") from None
+    except OSError as e:
+        # h5py reports "not an HDF5 file", permissions and lock errors as OSError.
+        raise FileRefused(f"{path}: cannot be read as HDF5: {e}") from None
+
+
+def compute_checksum(path: str, algorithm: str) -> str:
+    """The file's hex digest, read in chunks: files can be hundreds of GB."""
+    digest = hashlib.new(algorithm)
+    buffer = bytearray(CHECKSUM_CHUNK_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            n = f.readinto(buffer)
+            if not n:
+                break
+            digest.update(view[:n])
+    return digest.hexdigest()
+
+
+def _name_of(lookup: Any, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def describe_file(path: str, checksum_algorithm: str) -> DataFile:
+    try:
+        st = os.stat(path)
+        checksum = compute_checksum(path, checksum_algorithm) if checksum_algorithm != "none" else ""
+    except FileNotFoundError:
+        raise FileRefused(f"{path}: no such file") from None
+    except OSError as e:
+        raise FileRefused(f"{path}: cannot be read: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused(f"{path}: not a regular file")
+    return DataFile(
+        path=path,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        uid=_name_of(pwd.getpwuid, st.st_uid),
+        gid=_name_of(grp.getgrgid, st.st_gid),
+        perm=stat.filemode(st.st_mode),
+        checksum=checksum,
+        checksum_algorithm=checksum_algorithm if checksum else "",
+    )
+
+
+# =============================================================================
+# 4. Building the dataset and its origdatablock (pure functions, no I/O)
+# =============================================================================
+#
+# Where each dataset field comes from, first that has a value wins
+# ("metadata" is the run start's metadata JSON updated by the wrdn's):
+#
+#   datasetName          run name, NeXus title, file name without extension
+#   description          NeXus title, run start's title, experiment_description
+#   proposalId           metadata proposal_id, NeXus experiment_identifier,
+#                        run start's experiment_identifier, dataset.default_proposal_id
+#   owner                metadata owner, first NeXus user's name, dataset.owner, ownerGroup
+#   principalInvestigator metadata principal_investigator, first NeXus user's name,
+#                        dataset.principal_investigator, owner
+#   contactEmail         metadata contact_email, NeXus users' emails (";"-joined),
+#                        dataset.contact_email
+#   ownerGroup           metadata owner_group, dataset.ownable.ownerGroup
+#   accessGroups         metadata access_groups, dataset.ownable.accessGroups
+#   instrument name      metadata instrument_name, run start's instrument_name,
+#                        NeXus instrument/name, dataset.instrument_name
+#   instrumentId         metadata instrument_id, dataset.instrument_id
+#   creationLocation     metadata creation_location, dataset.creation_location,
+#                        instrument name
+#   sourceFolder         the folder of the file as this host sees it
+#   creationTime         the file's modification time, UTC
+#   startTime, endTime   NeXus start_time/end_time, run start's start/stop time
+#   runNumber            NeXus entry_identifier
+#   scientificMetadata   NeXus values, metadata keys, then the writer's job_id,
+#                        run_name, service_id, run start/stop times (these last win)
+
+SCICAT_REQUIRED = ("owner", "ownerGroup", "contactEmail", "principalInvestigator", "creationLocation")
+
+
+class IncompleteDataset(Exception):
+    """Nothing gave a value for fields SciCat requires."""
+
+
+def first(*candidates: Any) -> Any:
+    """The first candidate that is not empty."""
+    return next((c for c in candidates if c not in (None, "", [], {})), "")
+
+
+def iso_utc(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms_to_iso(milliseconds: int) -> str:
+    return iso_utc(milliseconds / 1000) if milliseconds else ""
+
+
+def iso_or_empty(text: str) -> str:
+    """``text`` if it is an ISO-8601 time SciCat accepts (UTC assumed without offset)."""
+    try:
+        parsed = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except (ValueError, AttributeError):
+        return ""
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return iso_utc(parsed.timestamp())
+
+
+def safe_key(key: str) -> str:
+    """A scientificMetadata key SciCat stores: no '.', no '$' (MongoDB field names)."""
+    return key.replace(".", "_").replace("$", "_").strip() or "_"
+
+
+def safe_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {safe_key(str(k)): safe_keys(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [safe_keys(v) for v in value]
+    return value
+
+
+def scientific_entry(value: Any, unit: str = "") -> dict[str, Any]:
+    return {"value": safe_keys(value), "unit": unit}
+
+
+def build_scientific_metadata(
+    run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata, metadata: dict[str, Any]
+) -> dict[str, Any]:
+    science: dict[str, Any] = {}
+    for name, value in nexus.values.items():
+        science[safe_key(name)] = scientific_entry(value.value, value.unit)
+    for key, value in metadata.items():
+        if isinstance(value, dict) and "value" in value:  # already {value, unit}
+            science[safe_key(key)] = scientific_entry(value["value"], str(value.get("unit", "")))
+        else:
+            science[safe_key(key)] = scientific_entry(value)
+    # The writer's own identifiers last: operators search by job_id.
+    science["job_id"] = scientific_entry(finished.job_id)
+    if finished.service_id:
+        science["file_writer_service_id"] = scientific_entry(finished.service_id)
+    if run_start is not None:
+        science["run_name"] = scientific_entry(run_start.run_name)
+        if run_start.start_time_ms:
+            science["run_start_time"] = scientific_entry(ms_to_iso(run_start.start_time_ms))
+        if run_start.stop_time_ms:
+            science["run_stop_time"] = scientific_entry(ms_to_iso(run_start.stop_time_ms))
+    return science
+
+
+def build_dataset(
+    run_start: Optional[RunStart],
+    finished: FinishedWriting,
+    nexus: NexusMetadata,
+    data_file: DataFile,
+    defaults: DatasetDefaults,
+) -> dict[str, Any]:
+    """The SciCat raw dataset for one finished file (see the mapping above)."""
+    run = run_start or RunStart(job_id=finished.job_id, filename=finished.file_name)
+    structure = run.structure_values
+    metadata = {**run.metadata, **finished.metadata}
+    first_user = next((u.name for u in nexus.users if u.name), "")
+    user_emails = [u.email for u in nexus.users if "@" in u.email]
+    folder, file_name = os.path.split(data_file.path)
+
+    owner_group = first(metadata.get("owner_group"), defaults.ownable.ownerGroup)
+    owner = first(metadata.get("owner"), first_user, defaults.owner, owner_group)
+    instrument = first(
+        metadata.get("instrument_name"), run.instrument_name, nexus.text("instrument_name"), defaults.instrument_name
+    )
+    dataset: dict[str, Any] = {
+        "type": "raw",
+        "datasetName": first(run.run_name, nexus.text("title"), os.path.splitext(file_name)[0]),
+        "description": first(nexus.text("title"), structure.get("title"), nexus.text("experiment_description")),
+        "owner": owner,
+        "ownerGroup": owner_group,
+        "accessGroups": list(first(metadata.get("access_groups"), defaults.ownable.accessGroups) or []),
+        "contactEmail": first(metadata.get("contact_email"), ";".join(user_emails), defaults.contact_email),
+        "principalInvestigator": first(
+            metadata.get("principal_investigator"),
+            first_user,
+            defaults.principal_investigator,
+            owner,
+        ),
+        "creationLocation": first(metadata.get("creation_location"), defaults.creation_location, instrument),
+        "sourceFolder": folder,
+        "creationTime": iso_utc(data_file.mtime),
+        "proposalId": str(
+            first(
+                metadata.get("proposal_id"),
+                nexus.text("experiment_identifier"),
+                structure.get("experiment_identifier"),
+                defaults.default_proposal_id,
+            )
+        ),
+        "instrumentId": str(first(metadata.get("instrument_id"), defaults.instrument_id)),
+        "startTime": first(iso_or_empty(nexus.text("start_time")), ms_to_iso(run.start_time_ms)),
+        "endTime": first(iso_or_empty(nexus.text("end_time")), ms_to_iso(run.stop_time_ms)),
+        "runNumber": nexus.text("entry_identifier") or structure.get("entry_identifier", ""),
+        "dataFormat": "NeXus HDF5",
+        "isPublished": False,
+        "scientificMetadata": build_scientific_metadata(run_start, finished, nexus, metadata),
+    }
+    missing = [name for name in SCICAT_REQUIRED if not dataset[name]]
+    if missing:
+        raise IncompleteDataset(f"no value for {', '.join(missing)}: set them in the dataset section of the config")
+    # Optional fields without a value are left out rather than sent empty.
+    return {k: v for k, v in dataset.items() if v != ""}
+
+
+def build_origdatablock(dataset_pid: str, dataset: dict[str, Any], data_file: DataFile) -> dict[str, Any]:
+    """The file list of a dataset: here, the one finished file."""
+    entry: dict[str, Any] = {
+        "path": os.path.relpath(data_file.path, dataset["sourceFolder"]),
+        "size": data_file.size,
+        "time": iso_utc(data_file.mtime),
+        "uid": data_file.uid,
+        "gid": data_file.gid,
+        "perm": data_file.perm,
+    }
+    block: dict[str, Any] = {"datasetId": dataset_pid, "size": data_file.size, "dataFileList": [entry]}
+    if data_file.checksum:
+        entry["chk"] = data_file.checksum
+        block["chkAlg"] = data_file.checksum_algorithm
+    return block
+
+
+# =============================================================================
+# 5. Talking to SciCat
+# =============================================================================
+
+
+class SciCatError(Exception):
+    """SciCat refused a request, or could not be reached after the retries."""
+
+    def __init__(self, what: str, status: Optional[int] = None, body: str = ""):
+        self.status = status
+        self.body = body
+        answer = f"HTTP {status}: {body[:500]}" if status is not None else body
+        super().__init__(f"{what}: {answer}")
+
+
+# Answers worth waiting out: the backend restarting, overloaded, or a proxy in between.
+TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+# Log in again this long before the token runs out, not at the last second.
+TOKEN_RENEW_MARGIN_S = 60.0
+
+
+class SciCatClient:
+    """SciCat's REST API: log in, keep the token fresh, create datasets."""
+
+    def __init__(self, config: SciCatConfig):
+        import requests
+
+        self.config = config
+        self.session = requests.Session()
+        self.session.verify = config.verify_tls
+        self.session.headers["Accept"] = "application/json"
+        self._token = config.token
+        self._token_renew_at = float("inf") if config.token else 0.0
+
+    # -- authentication --------------------------------------------------------
+
+    def login(self) -> None:
+        credentials = {"username": self.config.username, "password": self.config.password}
+        response = self._send("POST", "/auth/login", credentials, authenticated=False)
+        if response.status_code != 201:
+            raise SciCatError(f"login as {self.config.username} failed", response.status_code, response.text)
+        try:
+            answer = response.json()
+            self._token = answer["access_token"]
+        except (ValueError, KeyError, TypeError):
+            raise SciCatError("login answered without an access_token", response.status_code, response.text[:200]) from None
+        lifetime = float(answer.get("expires_in") or 3600)
+        self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_RENEW_MARGIN_S, lifetime / 2)
+        logger.info("logged in to SciCat at %s as %s", self.config.host, self.config.username)
+
+    def _can_log_in(self) -> bool:
+        return bool(self.config.username and self.config.password)
+
+    def _ensure_token(self) -> None:
+        if self._can_log_in() and time.monotonic() >= self._token_renew_at:
+            self.login()
+
+    # -- requests --------------------------------------------------------------
+
+    def _send(self, method: str, path: str, body: Any = None, params: Any = None, authenticated: bool = True):
+        """One request, with retries for what is worth waiting out."""
+        import requests
+
+        attempt = 0
+        while True:
+            headers = {"Authorization": f"Bearer {self._token}"} if authenticated and self._token else {}
+            try:
+                response = self.session.request(
+                    method, self.config.host + path, json=body, params=params,
+                    headers=headers, timeout=self.config.timeout_s,
+                )
+                problem = f"HTTP {response.status_code}" if response.status_code in TRANSIENT_STATUS else ""
+            except (requests.ConnectionError, requests.Timeout) as e:
+                response, problem = None, f"{type(e).__name__}"
+            if not problem:
+                return response
+            if attempt >= self.config.max_retries:
+                if response is None:
+                    raise SciCatError(f"{method} {path}", None, f"SciCat unreachable ({problem})")
+                raise SciCatError(f"{method} {path}", response.status_code, response.text)
+            delay = self.config.retry_backoff_s * 2 ** attempt * random.uniform(0.5, 1.5)
+            attempt += 1
+            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,
+                           self.config.max_retries, delay)
+            time.sleep(delay)
+
+    def request(self, method: str, path: str, body: Any = None, params: Any = None):
+        """An authenticated request; logs in again once if the token was refused."""
+        self._ensure_token()
+        response = self._send(method, path, body, params)
+        if response.status_code == 401 and self._can_log_in():
+            logger.info("SciCat refused the token (expired?); logging in again")
+            self.login()
+            response = self._send(method, path, body, params)
+        return response
+
+    def _create(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
+        response = self.request("POST", path, body)
+        if response.status_code not in (200, 201):
+            raise SciCatError(f"SciCat refused {what}", response.status_code, response.text)
+        try:
+            return response.json()
+        except ValueError:
+            raise SciCatError(f"SciCat answered {what} with no JSON", response.status_code, response.text) from None
+
+    def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        return self._create("/Datasets", dataset, "the dataset")
+
+    def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
+        return self._create("/OrigDatablocks", block, "the origdatablock")
+
+
+class DryRunCatalogue:
+    """Stands in for SciCatClient under --dry-run: logs what would be created."""
+
+    def login(self) -> None:
+        logger.info("dry run: nothing will be written to SciCat")
+
+    def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        logger.info("dry run: would create dataset %s", json.dumps(dataset, sort_keys=True))
+        return {**dataset, "pid": f"dry-run/{dataset['scientificMetadata']['job_id']['value']}"}
+
+    def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
+        logger.info("dry run: would create origdatablock %s", json.dumps(block, sort_keys=True))
+        return block
+
+
+# =============================================================================
+# 6. The loop
+# =============================================================================
+
+
+@dataclass
+class Statistics:
+    messages: Counter = field(default_factory=Counter)  # by schema id, "undecodable" too
+    ingested: int = 0
+    skipped: int = 0
+    failed: int = 0
+    scicat_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, waiting_run_starts: int) -> str:
+        seen = ", ".join(f"{k} {v}" for k, v in sorted(self.messages.items())) or "none"
+        mean_ms = 1000 * self.scicat_seconds / self.ingested if self.ingested else 0.0
+        return (
+            f"statistics: up {time.monotonic() - self.started:.0f} s; messages: {seen}; "
+            f"files ingested {self.ingested}, skipped {self.skipped}, failed {self.failed}; "
+            f"SciCat {mean_ms:.0f} ms per file; run starts waiting {waiting_run_starts}"
+        )
+
+
+@dataclass
+class Outcome:
+    """What became of one finished file."""
+
+    status: str  # "ingested", "skipped" or "failed"
+    reason: str = ""
+    pid: str = ""
+
+
+class Ingestor:
+    """Consumes the command topic and turns every finished file into a dataset."""
+
+    def __init__(self, config: Config, catalogue: Union[SciCatClient, DryRunCatalogue]):
+        self.config = config
+        self.catalogue = catalogue
+        self.run_starts = RunStartCache(config.options.run_start_cache_size)
+        self.stats = Statistics()
+        self.stop_requested = False
+        self.consumer: Any = None
+
+    # -- one finished file -----------------------------------------------------
+
+    def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart]) -> Outcome:
+        """Ingest the file a wrdn announces; every failure becomes an Outcome."""
+        if finished.error_encountered:
+            return Outcome("skipped", f"the file writer reported an error: {finished.message or 'no message'}")
+        try:
+            files = self.config.files
+            path = check_allowed(map_path(finished.file_name, files.path_map), files.allowed_roots)
+            nexus = read_nexus_metadata(path)
+            data_file = describe_file(path, files.checksum)
+            dataset = build_dataset(run_start, finished, nexus, data_file, self.config.dataset)
+            started = time.monotonic()
+            created = self.catalogue.post_dataset(dataset)
+            pid = created.get("pid", "")
+            self.catalogue.post_origdatablock(build_origdatablock(pid, dataset, data_file))
+            self.stats.scicat_seconds += time.monotonic() - started
+        except (FileRefused, IncompleteDataset, SciCatError) as e:
+            return Outcome("failed", str(e))
+        logger.info(
+            "ingested job %s: file %s, proposal %s, dataset %r, %d bytes, 1 file, pid %s",
+            finished.job_id, path, dataset.get("proposalId", "-"), dataset["datasetName"], data_file.size, pid,
+        )
+        return Outcome("ingested", pid=pid)
+
+    # -- one Kafka message -----------------------------------------------------
+
+    def handle(self, payload: bytes, where: str) -> None:
+        """Act on one payload; ``where`` is topic[partition]@offset for the log."""
+        try:
+            message = decode_message(payload)
+        except UndecodableMessage as e:
+            self.stats.messages["undecodable"] += 1
+            logger.warning("passing over an undecodable message at %s: %s; starts %s", where, e, preview(payload))
+            return
+        if isinstance(message, PassedOver):
+            self.stats.messages[message.schema] += 1
+            logger.debug("passing over a %s message at %s", message.schema, where)
+            return
+        if message.metadata_error:
+            logger.warning("job %s at %s: %s; going on without it", message.job_id, where, message.metadata_error)
+        if isinstance(message, RunStart):
+            self.stats.messages[SCHEMA_RUN_START] += 1
+            logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
+            self.run_starts.remember(message)
+            return
+        self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
+        run_start = self.run_starts.take(message.job_id)
+        if run_start is None:
+            logger.info("finished writing job %s without its run start: using the file's own metadata", message.job_id)
+        outcome = self.ingest(message, run_start)
+        if outcome.status == "skipped":
+            self.stats.skipped += 1
+            logger.warning("not ingesting job %s, file %s: %s", message.job_id, message.file_name, outcome.reason)
+        elif outcome.status == "failed":
+            self.stats.failed += 1
+            logger.error("FAILED to ingest job %s, file %s: %s", message.job_id, message.file_name, outcome.reason)
+        else:
+            self.stats.ingested += 1
+
+    # -- the consumer ----------------------------------------------------------
+
+    def consumer_settings(self) -> dict[str, Any]:
+        kafka = self.config.kafka
+        return {
+            "bootstrap.servers": ",".join(kafka.bootstrap_servers),
+            "group.id": kafka.group_id,
+            "auto.offset.reset": kafka.auto_offset_reset,
+            # Committed by hand once a message is handled: at least once, never lost.
+            "enable.auto.commit": False,
+            "error_cb": self._on_kafka_error,
+            **kafka.consumer,
+        }
+
+    @staticmethod
+    def _on_kafka_error(error: Any) -> None:
+        logger.warning("Kafka: %s", error)
+
+    def request_stop(self, signum: int, _frame: Any = None) -> None:
+        logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
+        self.stop_requested = True
+
+    def run(self) -> None:
+        """Poll, handle, commit, until asked to stop."""
+        from confluent_kafka import Consumer, KafkaError, KafkaException
+
+        kafka = self.config.kafka
+        self.catalogue.login()
+        self.consumer = Consumer(self.consumer_settings())
+        self.consumer.subscribe(kafka.topics)
+        logger.info("consuming %s from %s as group %s", ", ".join(kafka.topics),
+                    ",".join(kafka.bootstrap_servers), kafka.group_id)
+        next_stats = time.monotonic() + self.config.options.stats_interval_s
+        try:
+            while not self.stop_requested:
+                msg = self.consumer.poll(kafka.poll_timeout_s)
+                if time.monotonic() >= next_stats:
+                    logger.info(self.stats.summary(len(self.run_starts)))
+                    next_stats = time.monotonic() + self.config.options.stats_interval_s
+                if msg is None:
+                    continue
+                if msg.error():
+                    if msg.error().code() != KafkaError._PARTITION_EOF:
+                        logger.warning("Kafka: %s", msg.error())
+                    continue
+                where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+                self.handle(msg.value() or b"", where)
+                try:
+                    self.consumer.commit(message=msg, asynchronous=False)
+                except KafkaException as e:
+                    # After a rebalance the message may be redelivered elsewhere; idempotent ingestion handles that.
+                    logger.warning("could not commit %s: %s", where, e)
+        finally:
+            logger.info(self.stats.summary(len(self.run_starts)))
+            self.consumer.close()
+            logger.info("consumer closed; stopped")
+
+
+# =============================================================================
+# 7. The command line
+# =============================================================================
+
+
+def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scicat_ingestor.py",
+        description=(
+            "Create a SciCat raw dataset, with its file list and metadata, for every file the ESS "
+            "file writer finishes. Listens on Kafka for run start (pl72) and finished writing (wrdn) "
+            "messages, reads the NeXus file's metadata and posts to SciCat's REST API."
+        ),
+        epilog="Flags given here override the configuration file's options section. "
+        "See config.sample.json and README.md for every configuration key.",
+    )
+    parser.add_argument("-c", "--config", "--config-file", dest="config_file", default="config.json",
+                        metavar="PATH", help="JSON configuration file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=None, help="log to standard output")
+    parser.add_argument("--sys-log", dest="system_log", action="store_true", default=None,
+                        help="also log to the local syslog")
+    parser.add_argument("--file-log", dest="file_log", metavar="PATH", default=None, help="also log to this file")
+    parser.add_argument("--log-prefix", dest="log_message_prefix", metavar="TEXT", default=None,
+                        help='text between the level and the message (default: " SFI: ")')
+    parser.add_argument("--debug", dest="logging_level", metavar="LEVEL", default=None,
+                        type=str.upper, choices=LOG_LEVELS, help="log level: " + ", ".join(LOG_LEVELS))
+    parser.add_argument("--dry-run", dest="dry_run", action="store_true", default=None,
+                        help="do everything but write to SciCat; log the dataset and origdatablock instead")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser.parse_args(argv)
+
+
+def apply_arguments(options: OptionsConfig, args: argparse.Namespace) -> None:
+    """Flags given on the command line win over the file; absent ones change nothing."""
+    for f in dataclasses.fields(OptionsConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            setattr(options, f.name, value)
+
+
+def setup_logging(options: OptionsConfig) -> None:
+    formatter = logging.Formatter(f"%(asctime)s [%(levelname)s]{options.log_message_prefix}%(message)s")
+    handlers: list[logging.Handler] = []
+    if options.verbose:
+        handlers.append(logging.StreamHandler(sys.stdout))
+    if options.file_log:
+        path = options.file_log if isinstance(options.file_log, str) else options.file_log_base_name
+        if options.file_log is True and options.file_log_timestamp:
+            path += dt.datetime.now().strftime("_%Y%m%d%H%M%S")
+        handlers.append(logging.handlers.WatchedFileHandler(path))
+    if options.system_log:
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        syslog = logging.handlers.SysLogHandler(address=address, facility=options.system_log_facility)
+        syslog.setFormatter(logging.Formatter(f"scicat_ingestor[%(process)d]:{options.log_message_prefix}%(message)s"))
+        handlers.append(syslog)
+    if not handlers:
+        # Errors must be seen somewhere even without -v.
+        handlers.append(logging.StreamHandler(sys.stderr))
+        handlers[-1].setLevel(logging.WARNING)
+    for handler in handlers:
+        if handler.formatter is None:
+            handler.setFormatter(formatter)
+        logger.addHandler(handler)
+    logger.setLevel(options.logging_level.upper())
+    logger.propagate = False
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_arguments(argv)
+    # Warnings about legacy keys come while reading the file, before logging is set up.
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
+    try:
+        config = load_config(args.config_file, dry_run=bool(args.dry_run))
+        apply_arguments(config.options, args)
+        setup_logging(config.options)
+    except (ConfigError, ValueError, OSError) as e:
+        print(f"scicat_ingestor: configuration error: {e}", file=sys.stderr)
+        return 2
+    logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
+    logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
+    catalogue = DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat)
+    ingestor = Ingestor(config, catalogue)
+    signal.signal(signal.SIGTERM, ingestor.request_stop)
+    signal.signal(signal.SIGINT, ingestor.request_stop)
+    try:
+        ingestor.run()
+    except SciCatError as e:
+        logger.critical("cannot start: %s", e)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
