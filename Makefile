@@ -1,0 +1,29 @@
+# Two commands on a fresh machine:
+#   make demo   set up, start an embedded Kafka broker, the ingestor and the producer
+#   make test   set up and run the test suite
+# Both create the virtual environment .venv on first use and refresh it when
+# a requirements file changes.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: venv test demo clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements_SFI.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements_SFI.txt -r requirements-test.txt
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache demo-output
