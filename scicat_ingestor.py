@@ -38,6 +38,8 @@ import sys
 import time
 import types
 import typing
+import urllib.parse
+import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +104,10 @@ class DatasetDefaults:
     instrument_name: str = ""
     instrument_id: str = ""
     default_proposal_id: str = ""
+    # With a prefix, each dataset gets the pid <prefix>/<uuid5 of job id and file>,
+    # so a redelivered message can never create a second dataset. Needs an
+    # account that may set pids; without it SciCat makes the pid.
+    pid_prefix: str = ""
     owner: str = ""
     principal_investigator: str = ""
     creation_location: str = ""
@@ -112,6 +118,9 @@ class FilesConfig:
     path_map: dict[str, str] = field(default_factory=dict)
     allowed_roots: list[str] = field(default_factory=lambda: ["/"])
     checksum: str = "none"
+    # How long to wait for a file that is not there or not readable yet: the
+    # wrdn can arrive before the file shows on this host's mount.
+    wait_s: float = 30.0
 
 
 @dataclass
@@ -127,6 +136,20 @@ class OptionsConfig:
     dry_run: bool = False
     run_start_cache_size: int = 1000
     stats_interval_s: float = 60.0
+    # Before creating a dataset, look for one with the same job id.
+    check_by_job_id: bool = True
+
+
+@dataclass
+class SpoolConfig:
+    # Failed files, one JSON line each, for --replay. Relative to the config file.
+    directory: str = "spool"
+
+
+@dataclass
+class AuditConfig:
+    # One JSON line per finished file handled; "" turns it off. Relative to the config file.
+    file: str = "audit.jsonl"
 
 
 @dataclass
@@ -135,6 +158,8 @@ class Config:
     scicat: SciCatConfig
     dataset: DatasetDefaults
     files: FilesConfig = field(default_factory=FilesConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
     options: OptionsConfig = field(default_factory=OptionsConfig)
 
 
@@ -144,7 +169,6 @@ LEGACY_KEYS = {
     "kafka.enable_auto_commit": "offsets are always committed after a message is handled",
     "kafka.individual_message_commit": "offsets are always committed one message at a time",
     "options.config_file": "the configuration file is given with -c",
-    "options.check_by_job_id": "always on",
     "options.pyscicat": "not used",
     "user_office": "not used",
 }
@@ -296,7 +320,14 @@ def load_config(path: str, dry_run: bool = False) -> Config:
     if dry_run and isinstance(raw, dict):
         # Decided before the checks: a dry run needs no SciCat credentials.
         raw.setdefault("options", {})["dry_run"] = True
-    return parse_config(raw)
+    config = parse_config(raw)
+    # Relative paths in the file are relative to the file, not to where the
+    # service happens to be started.
+    here = os.path.dirname(os.path.abspath(path))
+    config.spool.directory = os.path.join(here, config.spool.directory)
+    if config.audit.file:
+        config.audit.file = os.path.join(here, config.audit.file)
+    return config
 
 
 def redacted(value: Any, key: str = "") -> Any:
@@ -511,6 +542,11 @@ class FileRefused(Exception):
     """The file cannot be ingested; the text says why."""
 
 
+class FileNotReady(FileRefused):
+    """The file is missing or unreadable for now: on a network mount it may
+    show up, or be unlocked, a little after the writer's wrdn."""
+
+
 @dataclass
 class NexusValue:
     value: Any
@@ -644,10 +680,11 @@ def read_nexus_metadata(path: str) -> NexusMetadata:
     except FileRefused:
         raise
     except FileNotFoundError:
-        raise FileRefused(f"{path}: no such file") from None
+        raise FileNotReady(f"{path}: no such file") from None
     except OSError as e:
-        # h5py reports "not an HDF5 file", permissions and lock errors as OSError.
-        raise FileRefused(f"{path}: cannot be read as HDF5: {e}") from None
+        # h5py reports "not an HDF5 file", permissions and lock errors as OSError;
+        # on NFS even a truncated view of a closed file is possible for a while.
+        raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
 
 
 def compute_checksum(path: str, algorithm: str) -> str:
@@ -676,9 +713,9 @@ def describe_file(path: str, checksum_algorithm: str) -> DataFile:
         st = os.stat(path)
         checksum = compute_checksum(path, checksum_algorithm) if checksum_algorithm != "none" else ""
     except FileNotFoundError:
-        raise FileRefused(f"{path}: no such file") from None
+        raise FileNotReady(f"{path}: no such file") from None
     except OSError as e:
-        raise FileRefused(f"{path}: cannot be read: {e.strerror}") from None
+        raise FileNotReady(f"{path}: cannot be read: {e.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise FileRefused(f"{path}: not a regular file")
     return DataFile(
@@ -848,11 +885,22 @@ def build_dataset(
         "isPublished": False,
         "scientificMetadata": build_scientific_metadata(run_start, finished, nexus, metadata),
     }
+    if defaults.pid_prefix:
+        dataset["pid"] = deterministic_pid(defaults.pid_prefix, finished.job_id, finished.file_name)
     missing = [name for name in SCICAT_REQUIRED if not dataset[name]]
     if missing:
         raise IncompleteDataset(f"no value for {', '.join(missing)}: set them in the dataset section of the config")
     # Optional fields without a value are left out rather than sent empty.
     return {k: v for k, v in dataset.items() if v != ""}
+
+
+# Fixed forever: changing it would give already ingested files new pids.
+PID_NAMESPACE = uuid.UUID("5b0c2c8e-6f4e-4d0a-9a43-3c1f0e7d2b61")
+
+
+def deterministic_pid(prefix: str, job_id: str, file_name: str) -> str:
+    """The same pid for the same job and file, however often the wrdn comes."""
+    return f"{prefix.rstrip('/')}/{uuid.uuid5(PID_NAMESPACE, job_id + '|' + file_name)}"
 
 
 def build_origdatablock(dataset_pid: str, dataset: dict[str, Any], data_file: DataFile) -> dict[str, Any]:
@@ -894,12 +942,16 @@ TOKEN_RENEW_MARGIN_S = 60.0
 
 
 class SciCatClient:
-    """SciCat's REST API: log in, keep the token fresh, create datasets."""
+    """SciCat's REST API: log in, keep the token fresh, create and find datasets."""
 
-    def __init__(self, config: SciCatConfig):
+    def __init__(self, config: SciCatConfig, wait: Any = time.sleep):
         import requests
 
         self.config = config
+        # How to pass the time between retries: the loop's own wait keeps
+        # the consumer in its group while SciCat is down.
+        self.wait = wait
+        self.retries = 0
         self.session = requests.Session()
         self.session.verify = config.verify_tls
         self.session.headers["Accept"] = "application/json"
@@ -909,6 +961,8 @@ class SciCatClient:
     # -- authentication --------------------------------------------------------
 
     def login(self) -> None:
+        if not self._can_log_in():
+            return  # a static token
         credentials = {"username": self.config.username, "password": self.config.password}
         response = self._send("POST", "/auth/login", credentials, authenticated=False)
         if response.status_code != 201:
@@ -917,17 +971,13 @@ class SciCatClient:
             answer = response.json()
             self._token = answer["access_token"]
         except (ValueError, KeyError, TypeError):
-            raise SciCatError("login answered without an access_token", response.status_code, response.text[:200]) from None
+            raise SciCatError("login answered without an access_token", response.status_code, "") from None
         lifetime = float(answer.get("expires_in") or 3600)
         self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_RENEW_MARGIN_S, lifetime / 2)
         logger.info("logged in to SciCat at %s as %s", self.config.host, self.config.username)
 
     def _can_log_in(self) -> bool:
         return bool(self.config.username and self.config.password)
-
-    def _ensure_token(self) -> None:
-        if self._can_log_in() and time.monotonic() >= self._token_renew_at:
-            self.login()
 
     # -- requests --------------------------------------------------------------
 
@@ -945,7 +995,7 @@ class SciCatClient:
                 )
                 problem = f"HTTP {response.status_code}" if response.status_code in TRANSIENT_STATUS else ""
             except (requests.ConnectionError, requests.Timeout) as e:
-                response, problem = None, f"{type(e).__name__}"
+                response, problem = None, type(e).__name__
             if not problem:
                 return response
             if attempt >= self.config.max_retries:
@@ -954,13 +1004,15 @@ class SciCatClient:
                 raise SciCatError(f"{method} {path}", response.status_code, response.text)
             delay = self.config.retry_backoff_s * 2 ** attempt * random.uniform(0.5, 1.5)
             attempt += 1
+            self.retries += 1
             logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,
                            self.config.max_retries, delay)
-            time.sleep(delay)
+            self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):
         """An authenticated request; logs in again once if the token was refused."""
-        self._ensure_token()
+        if self._can_log_in() and time.monotonic() >= self._token_renew_at:
+            self.login()
         response = self._send(method, path, body, params)
         if response.status_code == 401 and self._can_log_in():
             logger.info("SciCat refused the token (expired?); logging in again")
@@ -968,35 +1020,62 @@ class SciCatClient:
             response = self._send(method, path, body, params)
         return response
 
-    def _create(self, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-        response = self.request("POST", path, body)
+    def _json(self, method: str, path: str, what: str, body: Any = None, params: Any = None) -> Any:
+        """The JSON answer of a request that must succeed; None for a 404."""
+        response = self.request(method, path, body, params)
+        if method == "GET" and response.status_code == 404:
+            return None
         if response.status_code not in (200, 201):
             raise SciCatError(f"SciCat refused {what}", response.status_code, response.text)
         try:
             return response.json()
         except ValueError:
-            raise SciCatError(f"SciCat answered {what} with no JSON", response.status_code, response.text) from None
+            raise SciCatError(f"SciCat answered {what} without JSON", response.status_code, response.text) from None
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
-        return self._create("/Datasets", dataset, "the dataset")
+        return self._json("POST", "/Datasets", "the dataset", dataset)
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
-        return self._create("/OrigDatablocks", block, "the origdatablock")
+        return self._json("POST", "/OrigDatablocks", "the origdatablock", block)
+
+    def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:
+        # Some SciCat versions answer an absent pid with 200 and an empty body.
+        return self._json("GET", "/Datasets/" + urllib.parse.quote(pid, safe=""), "reading a dataset") or None
+
+    def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:
+        where = {"where": {"scientificMetadata.job_id.value": job_id}, "limit": 1}
+        found = self._json("GET", "/Datasets", "the search by job id", params={"filter": json.dumps(where)})
+        return found[0] if found else None
+
+    def has_origdatablock(self, pid: str) -> bool:
+        path = f"/Datasets/{urllib.parse.quote(pid, safe='')}/origdatablocks"
+        return bool(self._json("GET", path, "reading origdatablocks"))
 
 
 class DryRunCatalogue:
     """Stands in for SciCatClient under --dry-run: logs what would be created."""
+
+    retries = 0
 
     def login(self) -> None:
         logger.info("dry run: nothing will be written to SciCat")
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         logger.info("dry run: would create dataset %s", json.dumps(dataset, sort_keys=True))
-        return {**dataset, "pid": f"dry-run/{dataset['scientificMetadata']['job_id']['value']}"}
+        return {**dataset, "pid": dataset.get("pid") or f"dry-run/{dataset['scientificMetadata']['job_id']['value']}"}
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
         logger.info("dry run: would create origdatablock %s", json.dumps(block, sort_keys=True))
         return block
+
+    def get_dataset(self, pid: str) -> None:
+        return None
+
+    def find_dataset_by_job(self, job_id: str) -> None:
+        return None
+
+    def has_origdatablock(self, pid: str) -> bool:
+        return False
 
 
 # =============================================================================
@@ -1004,86 +1083,279 @@ class DryRunCatalogue:
 # =============================================================================
 
 
-@dataclass
-class Statistics:
-    messages: Counter = field(default_factory=Counter)  # by schema id, "undecodable" too
-    ingested: int = 0
-    skipped: int = 0
-    failed: int = 0
-    scicat_seconds: float = 0.0
-    started: float = field(default_factory=time.monotonic)
+class StopRequested(Exception):
+    """SIGINT or SIGTERM came while waiting: the message in hand is left uncommitted."""
 
-    def summary(self, waiting_run_starts: int) -> str:
-        seen = ", ".join(f"{k} {v}" for k, v in sorted(self.messages.items())) or "none"
-        mean_ms = 1000 * self.scicat_seconds / self.ingested if self.ingested else 0.0
-        return (
-            f"statistics: up {time.monotonic() - self.started:.0f} s; messages: {seen}; "
-            f"files ingested {self.ingested}, skipped {self.skipped}, failed {self.failed}; "
-            f"SciCat {mean_ms:.0f} ms per file; run starts waiting {waiting_run_starts}"
-        )
+
+@dataclass
+class Delivery:
+    """One Kafka message as the loop got it."""
+
+    payload: bytes
+    topic: str = ""
+    partition: int = -1
+    offset: int = -1
+
+    def where(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}"
 
 
 @dataclass
 class Outcome:
     """What became of one finished file."""
 
-    status: str  # "ingested", "skipped" or "failed"
+    status: str  # "ingested", "duplicate", "skipped" or "failed"
     reason: str = ""
     pid: str = ""
+    path: str = ""
+    durations: dict[str, float] = field(default_factory=dict)
+
+
+def utc_now() -> str:
+    return iso_utc(time.time())
+
+
+def append_line_durably(path: str, record: dict[str, Any]) -> None:
+    """Append one JSON line and fsync it, safe against a concurrent --replay."""
+    import fcntl
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    while True:
+        with open(path, "a", encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            # --replay may have moved the file away while we waited for the lock.
+            try:
+                same_file = os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same_file = False
+            if same_file:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+                return
+
+
+class Spool:
+    """Failed files, one JSON line each, kept until --replay ingests them."""
+
+    FILE_NAME = "failed.jsonl"
+
+    def __init__(self, directory: str):
+        self.path = os.path.join(directory, self.FILE_NAME)
+
+    def add(self, record: dict[str, Any]) -> None:
+        append_line_durably(self.path, record)
+
+    @staticmethod
+    def take_all(path: str) -> list[dict[str, Any]]:
+        """Move the spool file aside and return its records; new failures start a new file."""
+        import fcntl
+
+        taken = f"{path}.replay-{os.getpid()}"
+        with open(path, encoding="utf-8") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            os.rename(path, taken)
+            lines = f.read().splitlines()
+        os.unlink(taken)
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWriting],
+                 run_start: Optional[RunStart], reason: str, attempts: int) -> dict[str, Any]:
+    import base64
+
+    return {
+        "time": utc_now(),
+        "topic": delivery.topic if delivery else "",
+        "partition": delivery.partition if delivery else -1,
+        "offset": delivery.offset if delivery else -1,
+        "message_b64": base64.b64encode(delivery.payload).decode() if delivery else "",
+        "finished": dataclasses.asdict(finished) if finished else None,
+        "run_start": dataclasses.asdict(run_start) if run_start else None,
+        "reason": reason,
+        "attempts": attempts,
+    }
+
+
+@dataclass
+class Statistics:
+    messages: Counter = field(default_factory=Counter)  # by schema id, "undecodable" too
+    outcomes: Counter = field(default_factory=Counter)  # ingested, duplicate, skipped, failed
+    spooled: int = 0
+    scicat_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, waiting_run_starts: int, retries: int) -> str:
+        seen = ", ".join(f"{k} {v}" for k, v in sorted(self.messages.items())) or "none"
+        files = ", ".join(f"{k} {self.outcomes[k]}" for k in ("ingested", "duplicate", "skipped", "failed"))
+        created = self.outcomes["ingested"] + self.outcomes["duplicate"]
+        mean_ms = 1000 * self.scicat_seconds / created if created else 0.0
+        return (
+            f"statistics: up {time.monotonic() - self.started:.0f} s; messages: {seen}; files: {files}; "
+            f"spooled {self.spooled}; SciCat retries {retries}, {mean_ms:.0f} ms per file; "
+            f"run starts waiting {waiting_run_starts}"
+        )
 
 
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
-    def __init__(self, config: Config, catalogue: Union[SciCatClient, DryRunCatalogue]):
+    def __init__(self, config: Config):
         self.config = config
-        self.catalogue = catalogue
+        self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
+            DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat, wait=self.wait)
+        )
         self.run_starts = RunStartCache(config.options.run_start_cache_size)
+        self.spool = Spool(config.spool.directory)
         self.stats = Statistics()
         self.stop_requested = False
         self.consumer: Any = None
 
+    def wait(self, seconds: float) -> None:
+        """Let time pass without leaving the consumer group.
+
+        The partitions are paused and polled, so Kafka sees a live member and
+        no rebalance starts however long SciCat or a file takes.
+        """
+        deadline = time.monotonic() + seconds
+        if self.consumer is None:  # --replay: no Kafka
+            while not self.stop_requested and time.monotonic() < deadline:
+                time.sleep(min(0.2, deadline - time.monotonic()))
+        else:
+            from confluent_kafka import KafkaException, TopicPartition
+
+            self.consumer.pause(self.consumer.assignment())
+            try:
+                while not self.stop_requested and (left := deadline - time.monotonic()) > 0:
+                    msg = self.consumer.poll(min(left, 0.5))
+                    if msg is not None and not msg.error():
+                        # A rebalance handed us a partition that is not paused: put the message back.
+                        tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
+                        self.consumer.seek(tp)
+                        self.consumer.pause([tp])
+            except KafkaException as e:
+                logger.warning("Kafka while waiting: %s", e)
+            finally:
+                self.consumer.resume(self.consumer.assignment())
+        if self.stop_requested:
+            raise StopRequested()
+
     # -- one finished file -----------------------------------------------------
+
+    def read_file(self, finished: FinishedWriting, durations: dict[str, float]) -> tuple[NexusMetadata, DataFile]:
+        """The file's metadata and description, waiting up to files.wait_s for it to be readable."""
+        files = self.config.files
+        path = check_allowed(map_path(finished.file_name, files.path_map), files.allowed_roots)
+        deadline = time.monotonic() + files.wait_s
+        delay = 0.5
+        while True:
+            try:
+                started = time.monotonic()
+                nexus = read_nexus_metadata(path)
+                durations["metadata_s"] = time.monotonic() - started
+                started = time.monotonic()
+                data_file = describe_file(path, files.checksum)
+                durations["checksum_s"] = time.monotonic() - started
+                return nexus, data_file
+            except FileNotReady as e:
+                if time.monotonic() + delay > deadline:
+                    raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
+                logger.info("%s; waiting for it", e)
+                self.wait(delay)
+                delay = min(2 * delay, 5.0)
+
+    def publish(self, dataset: dict[str, Any], data_file: DataFile) -> tuple[str, str]:
+        """Create the dataset and its origdatablock once: (status, pid).
+
+        A redelivered message finds the dataset (by its pid, or by job id) and
+        only completes what a crash between the two POSTs left undone.
+        """
+        catalogue = self.catalogue
+        job_id = dataset["scientificMetadata"]["job_id"]["value"]
+        if "pid" in dataset:
+            existing = catalogue.get_dataset(dataset["pid"])
+        elif self.config.options.check_by_job_id:
+            existing = catalogue.find_dataset_by_job(job_id)
+        else:
+            existing = None
+        if existing is None:
+            try:
+                existing = catalogue.post_dataset(dataset)
+                status = "ingested"
+            except SciCatError as e:
+                if e.status != 409:
+                    raise
+                existing = catalogue.get_dataset(dataset["pid"])
+                if existing is None:
+                    raise
+                status = "duplicate"
+        else:
+            status = "duplicate"
+        pid = existing.get("pid", "")
+        if status == "ingested" or not catalogue.has_origdatablock(pid):
+            catalogue.post_origdatablock(build_origdatablock(pid, dataset, data_file))
+        return status, pid
 
     def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart]) -> Outcome:
         """Ingest the file a wrdn announces; every failure becomes an Outcome."""
         if finished.error_encountered:
             return Outcome("skipped", f"the file writer reported an error: {finished.message or 'no message'}")
+        durations: dict[str, float] = {}
+        started = time.monotonic()
         try:
-            files = self.config.files
-            path = check_allowed(map_path(finished.file_name, files.path_map), files.allowed_roots)
-            nexus = read_nexus_metadata(path)
-            data_file = describe_file(path, files.checksum)
+            nexus, data_file = self.read_file(finished, durations)
             dataset = build_dataset(run_start, finished, nexus, data_file, self.config.dataset)
-            started = time.monotonic()
-            created = self.catalogue.post_dataset(dataset)
-            pid = created.get("pid", "")
-            self.catalogue.post_origdatablock(build_origdatablock(pid, dataset, data_file))
-            self.stats.scicat_seconds += time.monotonic() - started
+            status, pid = self.publish(dataset, data_file)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
-            return Outcome("failed", str(e))
+            return Outcome("failed", str(e), durations=durations)
+        durations["scicat_s"] = time.monotonic() - started - sum(durations.values())
+        self.stats.scicat_seconds += durations["scicat_s"]
         logger.info(
-            "ingested job %s: file %s, proposal %s, dataset %r, %d bytes, 1 file, pid %s",
-            finished.job_id, path, dataset.get("proposalId", "-"), dataset["datasetName"], data_file.size, pid,
+            "%s job %s: file %s, proposal %s, dataset %r, %d bytes, 1 file, pid %s",
+            "ingested" if status == "ingested" else "already in SciCat:", finished.job_id, data_file.path,
+            dataset.get("proposalId", "-"), dataset["datasetName"], data_file.size, pid,
         )
-        return Outcome("ingested", pid=pid)
+        return Outcome(status, pid=pid, path=data_file.path, durations=durations)
+
+    def record(self, outcome: Outcome, finished: FinishedWriting, run_start: Optional[RunStart],
+               delivery: Optional[Delivery], attempts: int = 1) -> None:
+        """Count, log, audit and (for what did not make it into SciCat) spool an outcome."""
+        self.stats.outcomes[outcome.status] += 1
+        if outcome.status in ("skipped", "failed"):
+            log = logger.warning if outcome.status == "skipped" else logger.error
+            log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
+                else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
+            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts))
+            self.stats.spooled += 1
+        if self.config.audit.file:
+            append_line_durably(self.config.audit.file, {
+                "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
+                "outcome": outcome.status, "pid": outcome.pid, "reason": outcome.reason,
+                "durations_s": {k: round(v, 6) for k, v in outcome.durations.items()},
+            })
 
     # -- one Kafka message -----------------------------------------------------
 
-    def handle(self, payload: bytes, where: str) -> None:
-        """Act on one payload; ``where`` is topic[partition]@offset for the log."""
+    def handle(self, delivery: Delivery) -> None:
+        """Act on one message; returns once it is safe to commit its offset."""
         try:
-            message = decode_message(payload)
+            message = decode_message(delivery.payload)
         except UndecodableMessage as e:
             self.stats.messages["undecodable"] += 1
-            logger.warning("passing over an undecodable message at %s: %s; starts %s", where, e, preview(payload))
+            logger.warning("passing over an undecodable message at %s: %s; starts %s",
+                           delivery.where(), e, preview(delivery.payload))
+            if delivery.payload[4:8] == SCHEMA_FINISHED_WRITING.encode():
+                # A damaged wrdn may be the only news of a file: keep it for a human.
+                self.spool.add(spool_record(delivery, None, None, str(e), 1))
+                self.stats.spooled += 1
             return
         if isinstance(message, PassedOver):
             self.stats.messages[message.schema] += 1
-            logger.debug("passing over a %s message at %s", message.schema, where)
+            logger.debug("passing over a %s message at %s", message.schema, delivery.where())
             return
         if message.metadata_error:
-            logger.warning("job %s at %s: %s; going on without it", message.job_id, where, message.metadata_error)
+            logger.warning("job %s at %s: %s; going on without it", message.job_id, delivery.where(),
+                           message.metadata_error)
         if isinstance(message, RunStart):
             self.stats.messages[SCHEMA_RUN_START] += 1
             logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
@@ -1092,16 +1364,9 @@ class Ingestor:
         self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
         run_start = self.run_starts.take(message.job_id)
         if run_start is None:
-            logger.info("finished writing job %s without its run start: using the file's own metadata", message.job_id)
-        outcome = self.ingest(message, run_start)
-        if outcome.status == "skipped":
-            self.stats.skipped += 1
-            logger.warning("not ingesting job %s, file %s: %s", message.job_id, message.file_name, outcome.reason)
-        elif outcome.status == "failed":
-            self.stats.failed += 1
-            logger.error("FAILED to ingest job %s, file %s: %s", message.job_id, message.file_name, outcome.reason)
-        else:
-            self.stats.ingested += 1
+            logger.info("finished writing job %s without its run start: using the file's own metadata",
+                        message.job_id)
+        self.record(self.ingest(message, run_start), message, run_start, delivery)
 
     # -- the consumer ----------------------------------------------------------
 
@@ -1125,6 +1390,9 @@ class Ingestor:
         logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
         self.stop_requested = True
 
+    def log_statistics(self) -> None:
+        logger.info(self.stats.summary(len(self.run_starts), self.catalogue.retries))
+
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
         from confluent_kafka import Consumer, KafkaError, KafkaException
@@ -1140,7 +1408,7 @@ class Ingestor:
             while not self.stop_requested:
                 msg = self.consumer.poll(kafka.poll_timeout_s)
                 if time.monotonic() >= next_stats:
-                    logger.info(self.stats.summary(len(self.run_starts)))
+                    self.log_statistics()
                     next_stats = time.monotonic() + self.config.options.stats_interval_s
                 if msg is None:
                     continue
@@ -1148,17 +1416,56 @@ class Ingestor:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         logger.warning("Kafka: %s", msg.error())
                     continue
-                where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-                self.handle(msg.value() or b"", where)
+                delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset())
+                self.handle(delivery)
                 try:
                     self.consumer.commit(message=msg, asynchronous=False)
                 except KafkaException as e:
-                    # After a rebalance the message may be redelivered elsewhere; idempotent ingestion handles that.
-                    logger.warning("could not commit %s: %s", where, e)
+                    # After a rebalance the message may come again, here or elsewhere; publish() makes that harmless.
+                    logger.warning("could not commit %s: %s", delivery.where(), e)
+        except StopRequested:
+            logger.info("stopped while waiting: the message in hand will be read again at the next start")
         finally:
-            logger.info(self.stats.summary(len(self.run_starts)))
+            self.log_statistics()
             self.consumer.close()
             logger.info("consumer closed; stopped")
+
+    def replay(self, spool_file: str) -> int:
+        """Ingest the spooled records again; keep those that still fail. 0 when none is left."""
+        import base64
+
+        path = spool_file or self.spool.path
+        try:
+            records = Spool.take_all(path)
+        except FileNotFoundError:
+            logger.info("nothing to replay: %s does not exist", path)
+            return 0
+        self.catalogue.login()
+        logger.info("replaying %d spooled records from %s", len(records), path)
+        remaining = 0
+        for record in records:
+            try:
+                finished = (FinishedWriting(**record["finished"]) if record.get("finished")
+                            else decode_finished_writing(base64.b64decode(record.get("message_b64", ""))))
+                run_start = RunStart(**record["run_start"]) if record.get("run_start") else None
+                outcome = self.ingest(finished, run_start)
+            except StopRequested:
+                outcome = Outcome("failed", "replay stopped before this record")
+            except Exception as e:  # a record a human must look at; keep it as it is
+                logger.error("cannot replay a record from %s: %s", path, e)
+                append_line_durably(path, record)
+                remaining += 1
+                continue
+            if outcome.status in ("ingested", "duplicate"):
+                self.record(outcome, finished, run_start, None)
+            else:
+                remaining += 1
+                delivery = Delivery(base64.b64decode(record.get("message_b64", "")), record.get("topic", ""),
+                                    record.get("partition", -1), record.get("offset", -1))
+                self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
+        logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
+                    self.spool.path)
+        return 1 if remaining else 0
 
 
 # =============================================================================
@@ -1189,6 +1496,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         type=str.upper, choices=LOG_LEVELS, help="log level: " + ", ".join(LOG_LEVELS))
     parser.add_argument("--dry-run", dest="dry_run", action="store_true", default=None,
                         help="do everything but write to SciCat; log the dataset and origdatablock instead")
+    parser.add_argument("--replay", metavar="SPOOL_FILE", nargs="?", const="", default=None,
+                        help="ingest the spooled failures again (default: the spool.directory's failed.jsonl), "
+                        "keep those that still fail, and exit: 0 when none is left")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -1241,11 +1551,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
-    catalogue = DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat)
-    ingestor = Ingestor(config, catalogue)
+    ingestor = Ingestor(config)
     signal.signal(signal.SIGTERM, ingestor.request_stop)
     signal.signal(signal.SIGINT, ingestor.request_stop)
     try:
+        if args.replay is not None:
+            return ingestor.replay(args.replay)
         ingestor.run()
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
