@@ -42,7 +42,6 @@ import urllib.parse
 import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Optional, Union
 
 __version__ = "1.1.0"

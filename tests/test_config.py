@@ -202,7 +202,8 @@ def test_unreadable_config_files_fail_in_one_line(tmp_path, content, expected):
 def test_help_lists_the_v1_flags():
     result = run_script("--help")
     assert result.returncode == 0
-    for flag in ("--config", "--verbose", "--sys-log", "--file-log", "--log-prefix", "--debug", "--dry-run", "--version"):
+    flags = ("--config", "--verbose", "--sys-log", "--file-log", "--log-prefix", "--debug", "--dry-run", "--version")
+    for flag in flags:
         assert flag in result.stdout
 
 

@@ -12,7 +12,8 @@ CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka"}
 
 
 def requirement_names(lines):
-    return {re.split(r"[<>=!~ ]", line.strip(), maxsplit=1)[0].lower() for line in lines if line.strip() and not line.strip().startswith("#")}
+    wanted = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    return {re.split(r"[<>=!~ ]", line, maxsplit=1)[0].lower() for line in wanted}
 
 
 def test_conda_environment_is_named_sfi_and_asks_for_every_pip_requirement():

@@ -1,0 +1,90 @@
+"""Whatever arrives on the topic, the loop goes on, and every wrdn ends in SciCat or the spool."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from streaming_data_types.finished_writing_wrdn import serialise_wrdn
+from streaming_data_types.run_start_pl72 import serialise_pl72
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import scicat_ingestor as si  # noqa: E402
+
+SPOOL = tempfile.mkdtemp(prefix="sfi-fuzz-spool-")
+
+
+def dry_run_ingestor() -> si.Ingestor:
+    config = si.parse_config({
+        "kafka": {"bootstrap_servers": "unused:9092"},
+        "scicat": {"host": "http://unused/api/v3"},
+        "dataset": {"contact_email": "dm@example.org", "creation_location": "/ESS/X", "ownable": {"ownerGroup": "g"}},
+        "files": {"wait_s": 0},
+        "spool": {"directory": SPOOL},
+        "audit": {"file": ""},
+        "options": {"dry_run": True},
+    })
+    return si.Ingestor(config)
+
+
+VALID_RUN_START = serialise_pl72(job_id="job-1", filename="/data/x.hdf", metadata='{"proposal_id": "1"}',
+                                 nexus_structure='{"children": []}')
+VALID_WRDN = serialise_wrdn(service_id="fw", job_id="job-1", error_encountered=False,
+                            file_name="/nonexistent/x.hdf", metadata='{"a": 1}')
+
+
+def damaged(payload: bytes, data: st.DataObject) -> bytes:
+    kind = data.draw(st.sampled_from(["truncate", "flip", "both"]))
+    buf = bytearray(payload)
+    if kind in ("flip", "both"):
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= 1 << data.draw(st.integers(0, 7))
+    if kind in ("truncate", "both"):
+        buf = buf[: data.draw(st.integers(0, len(buf)))]
+    return bytes(buf)
+
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=300))
+def test_random_bytes_never_stop_the_loop(payload):
+    ingestor = dry_run_ingestor()
+    ingestor.handle(si.Delivery(payload, "t", 0, 1))
+    assert sum(ingestor.stats.messages.values()) == 1  # counted under some schema or as undecodable
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from([VALID_RUN_START, VALID_WRDN]), st.data())
+def test_truncated_and_bit_flipped_messages_never_stop_the_loop(payload, data):
+    ingestor = dry_run_ingestor()
+    ingestor.handle(si.Delivery(damaged(payload, data), "t", 0, 1))
+    assert sum(ingestor.stats.messages.values()) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=80))
+def test_metadata_that_is_not_json_still_ingests_or_spools_the_file(metadata):
+    ingestor = dry_run_ingestor()
+    wrdn = serialise_wrdn(service_id="fw", job_id="job-2", error_encountered=False,
+                          file_name="/nonexistent/y.hdf", metadata=metadata)
+    ingestor.handle(si.Delivery(wrdn, "t", 0, 1))
+    # The file does not exist: the outcome is a failure, recorded, not an exception.
+    assert ingestor.stats.outcomes["failed"] == 1
+    assert ingestor.stats.spooled == 1
+
+
+def test_a_damaged_wrdn_is_kept_in_the_spool_for_a_human():
+    ingestor = dry_run_ingestor()
+    before = Path(ingestor.spool.path).read_text().count("\n") if Path(ingestor.spool.path).exists() else 0
+    # A wrdn header with a body that is no FlatBuffer.
+    ingestor.handle(si.Delivery(b"\x00\x00\x00\x00wrdn" + b"\xff" * 20, "commands", 3, 42))
+    lines = Path(ingestor.spool.path).read_text().splitlines()
+    assert len(lines) == before + 1
+    record = json.loads(lines[-1])
+    assert (record["topic"], record["partition"], record["offset"]) == ("commands", 3, 42)
+    assert "damaged wrdn" in record["reason"] and record["message_b64"]
