@@ -613,6 +613,8 @@ def map_path(writer_path: str, path_map: dict[str, str]) -> str:
 
 def check_allowed(path: str, allowed_roots: list[str]) -> str:
     """The real absolute path of ``path``, if it lies under an allowed root."""
+    if "\0" in path:
+        raise FileRefused(f"{path!r}: a file name with a NUL byte (damaged message?)")
     if not os.path.isabs(path):
         raise FileRefused(
             f"{path}: relative path; add a files.path_map entry for the file writer's output prefix"
@@ -1307,6 +1309,11 @@ class Ingestor:
             status, pid = self.publish(dataset, data_file)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
             return Outcome("failed", str(e), durations=durations)
+        except StopRequested:
+            raise
+        except Exception as e:  # a bug must cost one file (spooled), not the daemon
+            logger.exception("unexpected error ingesting job %s", finished.job_id)
+            return Outcome("failed", f"unexpected error: {type(e).__name__}: {e}", durations=durations)
         durations["scicat_s"] = time.monotonic() - started - sum(durations.values())
         self.stats.scicat_seconds += durations["scicat_s"]
         logger.info(

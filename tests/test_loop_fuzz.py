@@ -37,6 +37,19 @@ VALID_WRDN = serialise_wrdn(service_id="fw", job_id="job-1", error_encountered=F
                             file_name="/nonexistent/x.hdf", metadata='{"a": 1}')
 
 
+def watched(ingestor: si.Ingestor) -> list:
+    """The outcomes of every file the ingestor tries, to check none came from a bug."""
+    outcomes = []
+    ingest = ingestor.ingest
+
+    def recording(finished, run_start):
+        outcomes.append(ingest(finished, run_start))
+        return outcomes[-1]
+
+    ingestor.ingest = recording
+    return outcomes
+
+
 def damaged(payload: bytes, data: st.DataObject) -> bytes:
     kind = data.draw(st.sampled_from(["truncate", "flip", "both"]))
     buf = bytearray(payload)
@@ -54,7 +67,9 @@ def damaged(payload: bytes, data: st.DataObject) -> bytes:
 @given(st.binary(max_size=300))
 def test_random_bytes_never_stop_the_loop(payload):
     ingestor = dry_run_ingestor()
+    outcomes = watched(ingestor)
     ingestor.handle(si.Delivery(payload, "t", 0, 1))
+    assert not [o.reason for o in outcomes if "unexpected error" in o.reason]
     assert sum(ingestor.stats.messages.values()) == 1  # counted under some schema or as undecodable
 
 
@@ -62,8 +77,10 @@ def test_random_bytes_never_stop_the_loop(payload):
 @given(st.sampled_from([VALID_RUN_START, VALID_WRDN]), st.data())
 def test_truncated_and_bit_flipped_messages_never_stop_the_loop(payload, data):
     ingestor = dry_run_ingestor()
+    outcomes = watched(ingestor)
     ingestor.handle(si.Delivery(damaged(payload, data), "t", 0, 1))
     assert sum(ingestor.stats.messages.values()) == 1
+    assert not [o.reason for o in outcomes if "unexpected error" in o.reason]
 
 
 @settings(max_examples=100, deadline=None)
