@@ -1404,7 +1404,12 @@ class Ingestor:
         from confluent_kafka import Consumer, KafkaError, KafkaException
 
         kafka = self.config.kafka
-        self.catalogue.login()
+        try:
+            self.catalogue.login()  # a wrong password should stop us at start, not at the first file
+        except SciCatError as e:
+            if e.status not in (None, *TRANSIENT_STATUS):
+                raise
+            logger.warning("SciCat is not reachable at start (%s); going on, it is tried again for each file", e)
         self.consumer = Consumer(self.consumer_settings())
         self.consumer.subscribe(kafka.topics)
         logger.info("consuming %s from %s as group %s", ", ".join(kafka.topics),
