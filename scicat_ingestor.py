@@ -1385,6 +1385,8 @@ class Ingestor:
             # Committed by hand once a message is handled: at least once, never lost.
             "enable.auto.commit": False,
             "error_cb": self._on_kafka_error,
+            # librdkafka's own log lines go where ours go, not to a bare stderr.
+            "logger": logging.getLogger("scicat_ingestor.kafka"),
             **kafka.consumer,
         }
 
@@ -1484,6 +1486,60 @@ class Ingestor:
 # =============================================================================
 
 
+def check_config(config: Config) -> int:
+    """--check-config: try every outside part once, one line per check; 0 when all pass."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    failures = 0
+
+    def report(what: str, problem: str, detail: str = "") -> None:
+        nonlocal failures
+        failures += bool(problem)
+        print(f"{'FAIL' if problem else 'ok  '} {what}: {problem or detail}")
+
+    kafka = config.kafka
+    # Only what a connection needs: the consumer's own settings mean nothing to an admin client.
+    connection = {k: v for k, v in kafka.consumer.items() if k.startswith(("security.", "sasl.", "ssl."))}
+    try:
+        # Its connection errors are summed up in the one line reported below.
+        quiet = logging.getLogger("scicat_ingestor.kafka.check")
+        quiet.setLevel(logging.CRITICAL)
+        admin = AdminClient({"bootstrap.servers": ",".join(kafka.bootstrap_servers), "logger": quiet, **connection})
+        topics = admin.list_topics(timeout=10).topics
+        report("kafka", "", f"reached {','.join(kafka.bootstrap_servers)}")
+        for topic in kafka.topics:
+            if topic in topics and topics[topic].error is None:
+                report(f"kafka topic {topic}", "", f"{len(topics[topic].partitions)} partitions")
+            else:
+                report(f"kafka topic {topic}", "no such topic")
+    except KafkaException as e:
+        report("kafka", f"cannot reach {','.join(kafka.bootstrap_servers)}: {e.args[0].str()}")
+    if config.options.dry_run:
+        report("scicat", "", "not tried: dry run")
+    else:
+        client = SciCatClient(dataclasses.replace(config.scicat, max_retries=0))
+        try:
+            client.login()
+            response = client.request("GET", "/Datasets", params={"filter": json.dumps({"limit": 1})})
+            problem = "" if response.status_code == 200 else f"reading datasets answered HTTP {response.status_code}"
+            report("scicat", problem, f"logged in at {config.scicat.host}")
+        except SciCatError as e:
+            report("scicat", str(e))
+    for root in config.files.allowed_roots:
+        readable = os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
+        report(f"files root {root}", "" if readable else "not a readable folder", "readable")
+    for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file))):
+        if folder:
+            try:
+                os.makedirs(folder, exist_ok=True)
+                writable = os.access(folder, os.W_OK)
+            except OSError:
+                writable = False
+            report(f"{what} folder {folder}", "" if writable else "not writable", "writable")
+    return 1 if failures else 0
+
+
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scicat_ingestor.py",
@@ -1510,6 +1566,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--replay", metavar="SPOOL_FILE", nargs="?", const="", default=None,
                         help="ingest the spooled failures again (default: the spool.directory's failed.jsonl), "
                         "keep those that still fail, and exit: 0 when none is left")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the configuration, Kafka and its topics, the SciCat login, the file roots, "
+                        "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -1562,6 +1621,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
+    if args.check_config:
+        return check_config(config)
     ingestor = Ingestor(config)
     signal.signal(signal.SIGTERM, ingestor.request_stop)
     signal.signal(signal.SIGINT, ingestor.request_stop)
