@@ -1,0 +1,129 @@
+"""Nothing lost, nothing duplicated: the ingestor under crashes, outages and redelivery."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    return data
+
+
+def one_dataset_each(scicat, runs):
+    """Every run has exactly one dataset, and that dataset its one origdatablock."""
+    for run in runs:
+        found = scicat.datasets_for_job(run["job_id"])
+        if len(found) != 1:
+            return False
+        blocks = [b for b in scicat.origdatablocks if b["datasetId"] == found[0]["pid"]]
+        if len(blocks) != 1:
+            return False
+    return True
+
+
+def test_kill_9_mid_stream_then_restart_gives_exactly_one_dataset_per_run(tmp_path, data_dir, scicat,
+                                                                           kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    # A slow SciCat widens the window between the two POSTs, where a crash hurts most.
+    scicat.delay_s = 0.02
+    runs = [writer.run(events=10) for _ in range(50)]
+    first = IngestorProcess(tmp_path, config).start()
+    wait_until(lambda: len(scicat.datasets) >= 15, 90, "15 datasets before the crash")
+    first.kill()
+    crashed_at = len(scicat.datasets)
+    assert crashed_at < 50, "the crash came too late to test anything"
+
+    with IngestorProcess(tmp_path, config) as second:
+        wait_until(lambda: one_dataset_each(scicat, runs), 120, "one dataset and origdatablock per run")
+        assert second.running()
+    assert len(scicat.datasets) == 50
+    assert second.spooled() == []
+
+
+def test_a_dataset_left_without_its_file_list_by_a_crash_is_completed(tmp_path, data_dir, scicat,
+                                                                     kafka_bootstrap, kafka_topic):
+    """A crash between the dataset POST and the origdatablock POST, then the message again."""
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config):
+        run = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the dataset")
+    [dataset] = scicat.datasets_for_job(run["job_id"])
+    scicat.remove_origdatablocks(dataset["pid"])
+
+    replayed = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)  # a new group: reads it all again
+    with IngestorProcess(tmp_path, replayed) as ingestor:
+        wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the origdatablock added")
+        ingestor.wait_for_log(f"already in SciCat: job {run['job_id']}")
+    assert len(scicat.datasets) == 1
+
+
+def test_scicat_down_for_20_seconds_is_waited_out_without_leaving_the_group(tmp_path, data_dir, scicat,
+                                                                            kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    consumer = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000, "fetch.wait.max.ms": 100,
+                # Would throw the ingestor out of its group if it blocked without polling.
+                "max.poll.interval.ms": 8000}
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+                             **{"scicat.max_retries": 10, "scicat.retry_backoff_s": 0.5, "kafka.consumer": consumer})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        before = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [before]), 60, "the first dataset")
+
+        def outage():
+            scicat.set_down(True)  # 503 to everything
+            time.sleep(10)
+            scicat.stop()  # then connections refused
+            time.sleep(10)
+            scicat.start()
+            scicat.set_down(False)
+
+        down = threading.Thread(target=outage)
+        down.start()
+        time.sleep(0.5)
+        during = [writer.run() for _ in range(5)]
+        down.join()
+        after = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [before, *during, after]), 120, "every run ingested")
+        log = ingestor.log()
+        assert ingestor.running()
+    assert ingestor.spooled() == []
+    assert "retry" in log
+    assert "maximum poll interval" not in log.lower() and "could not commit" not in log
+
+
+def test_a_second_consumer_group_reading_from_the_start_creates_no_duplicates(tmp_path, data_dir, scicat,
+                                                                            kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    runs = [writer.run() for _ in range(5)]
+    with IngestorProcess(tmp_path, ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)):
+        wait_until(lambda: one_dataset_each(scicat, runs), 60, "five datasets")
+    with IngestorProcess(tmp_path, ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)) as other:
+        wait_until(lambda: [a["outcome"] for a in other.audit()].count("duplicate") >= 5, 60, "five duplicates")
+    assert len(scicat.datasets) == 5
+    assert one_dataset_each(scicat, runs)
+
+
+def test_deterministic_pids_make_redelivery_harmless(tmp_path, data_dir, scicat, kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    runs = [writer.run() for _ in range(3)]
+    for _ in range(2):  # two groups: every message delivered twice
+        config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+        config["dataset"]["pid_prefix"] = "20.500.12269"
+        config["options"]["check_by_job_id"] = False
+        with IngestorProcess(tmp_path, config) as ingestor:
+            wait_until(lambda: len(ingestor.audit()) >= 3, 60, "three outcomes")
+    assert len(scicat.datasets) == 3
+    assert all(pid.startswith("20.500.12269/") for pid in scicat.datasets)
+    assert one_dataset_each(scicat, runs)
