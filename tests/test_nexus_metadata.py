@@ -1,0 +1,197 @@
+"""Reading a finished file: NeXus metadata, paths, stat and checksums."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import scicat_ingestor as si  # noqa: E402
+
+
+def text(group: h5py.Group, name: str, value: str) -> None:
+    group.create_dataset(name, data=value.encode(), dtype=h5py.string_dtype("utf-8"))
+
+
+def nx_group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
+    group = parent.create_group(name)
+    group.attrs["NX_class"] = nx_class
+    return group
+
+
+@pytest.fixture
+def ess_file(tmp_path) -> Path:
+    """A file laid out like the real ESS ones: bytes strings, NX_class, NXuser groups, big arrays."""
+    path = tmp_path / "ymir_876380_00011465.hdf"
+    with h5py.File(path, "w") as f:
+        entry = nx_group(f, "entry", "NXentry")
+        for name, value in {"title": "lego test 1", "experiment_identifier": "876380",
+                            "experiment_description": "YMIR DAQ", "entry_identifier": "11465",
+                            "entry_identifier_uuid": "90d87f9a-950f", "start_time": "2024-10-28T09:32:35.895Z",
+                            "end_time": "2024-10-28T09:34:50.524Z", "definition": "NXtomo"}.items():
+            text(entry, name, value)
+        instrument = nx_group(entry, "instrument", "NXinstrument")
+        text(instrument, "name", "YMIR")
+        text(nx_group(entry, "sample", "NXsample"), "name", "some sample")
+        for name, email in (("Anders Pettersson", ""), ("Lise Meitner", "lise@example.org")):
+            user = nx_group(entry, "user_" + name.replace(" ", ""), "NXuser")
+            text(user, "name", name)
+            text(user, "email", email)
+            text(user, "affiliation", "ESS")
+        text(nx_group(entry, "not_a_user", "NXcite"), "name", "a citation")
+        detector = nx_group(instrument, "detector", "NXevent_data")
+        detector.create_dataset("event_id", data=np.zeros(10_000_000, dtype=np.uint32), chunks=True,
+                                compression="gzip")
+    return path
+
+
+def test_every_entry_value_is_read_and_decoded(ess_file):
+    metadata = si.read_nexus_metadata(str(ess_file))
+    assert {k: v.value for k, v in metadata.values.items()} == {
+        "title": "lego test 1", "experiment_identifier": "876380", "experiment_description": "YMIR DAQ",
+        "entry_identifier": "11465", "entry_identifier_uuid": "90d87f9a-950f",
+        "start_time": "2024-10-28T09:32:35.895Z", "end_time": "2024-10-28T09:34:50.524Z",
+        "definition": "NXtomo", "instrument_name": "YMIR", "sample_name": "some sample",
+    }
+
+
+def test_users_are_the_nxuser_groups_only(ess_file):
+    users = si.read_nexus_metadata(str(ess_file)).users
+    assert [(u.name, u.email, u.affiliation) for u in users] == [
+        ("Anders Pettersson", "", "ESS"), ("Lise Meitner", "lise@example.org", "ESS")]
+
+
+def test_units_and_numbers_come_out_as_plain_json_values(tmp_path):
+    path = tmp_path / "numbers.hdf"
+    with h5py.File(path, "w") as f:
+        entry = nx_group(f, "entry", "NXentry")
+        entry["entry_identifier"] = np.int64(42)
+        entry["title"] = np.array([b"one element"])
+        sample = nx_group(entry, "sample", "NXsample")
+        sample["name"] = np.float32(1.5)
+        sample["name"].attrs["units"] = b"K"
+    values = si.read_nexus_metadata(str(path)).values
+    assert values["entry_identifier"].value == 42 and type(values["entry_identifier"].value) is int
+    assert values["title"].value == "one element"
+    assert values["sample_name"] == si.NexusValue(1.5, "K")
+    json.dumps({k: v.value for k, v in values.items()})
+
+
+def test_an_array_where_a_value_should_be_is_not_dumped(tmp_path):
+    path = tmp_path / "array.hdf"
+    with h5py.File(path, "w") as f:
+        entry = nx_group(f, "entry", "NXentry")
+        entry["title"] = np.array([b"a", b"b", b"c", b"d", b"e"])
+    assert "title" not in si.read_nexus_metadata(str(path)).values
+
+
+def test_data_arrays_are_never_read(ess_file, monkeypatch):
+    """10 million events sit in the file; reading its metadata must not touch them."""
+    read = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        read.append((self.name, self.size))
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    si.read_nexus_metadata(str(ess_file))
+    assert read and all(size == 1 for _, size in read), read
+
+
+def test_an_entry_with_another_name_is_found_by_its_class(tmp_path):
+    path = tmp_path / "raw.hdf"
+    with h5py.File(path, "w") as f:
+        text(nx_group(f, "raw_data_1", "NXentry"), "title", "found")
+    assert si.read_nexus_metadata(str(path)).values["title"].value == "found"
+
+
+def test_a_file_without_an_entry_is_refused(tmp_path):
+    path = tmp_path / "empty.hdf"
+    h5py.File(path, "w").close()
+    with pytest.raises(si.FileRefused, match="no NXentry"):
+        si.read_nexus_metadata(str(path))
+
+
+def test_a_missing_file_is_not_ready_yet(tmp_path):
+    with pytest.raises(si.FileNotReady, match="no such file"):
+        si.read_nexus_metadata(str(tmp_path / "later.hdf"))
+
+
+def test_a_file_that_is_not_hdf5_says_so(tmp_path):
+    path = tmp_path / "notes.hdf"
+    path.write_text("just text")
+    with pytest.raises(si.FileRefused, match="HDF5"):
+        si.read_nexus_metadata(str(path))
+
+
+# -- paths ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writer_path, expected", [
+    ("/writer/out/dream/f.hdf", "/mnt/data/dream/f.hdf"),
+    ("/writer/out/deep/dream/f.hdf", "/mnt/deep/dream/f.hdf"),  # the longest prefix wins
+    ("/writer/outside/f.hdf", "/writer/outside/f.hdf"),  # a prefix is a whole folder, not a string start
+    ("/writer/out", "/mnt/data"),
+    ("relative/f.hdf", "/mnt/relative/f.hdf"),
+])
+def test_path_map_rewrites_the_longest_matching_folder(writer_path, expected):
+    path_map = {"/writer/out": "/mnt/data", "/writer/out/deep/": "/mnt/deep", "relative": "/mnt/relative"}
+    assert si.map_path(writer_path, path_map) == expected
+
+
+def test_allowed_roots(tmp_path):
+    inside = tmp_path / "data" / "f.hdf"
+    inside.parent.mkdir()
+    inside.touch()
+    assert si.check_allowed(str(inside), [str(tmp_path / "data")]) == str(inside)
+    with pytest.raises(si.FileRefused, match="outside the allowed roots"):
+        si.check_allowed(str(tmp_path / "f.hdf"), [str(tmp_path / "data")])
+    with pytest.raises(si.FileRefused, match="files.path_map"):
+        si.check_allowed("data/f.hdf", ["/"])
+
+
+def test_a_symlink_cannot_escape_the_allowed_roots(tmp_path):
+    secret = tmp_path / "secret.hdf"
+    secret.touch()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "link.hdf").symlink_to(secret)
+    with pytest.raises(si.FileRefused, match="outside"):
+        si.check_allowed(str(tmp_path / "data" / "link.hdf"), [str(tmp_path / "data")])
+
+
+# -- stat and checksums -----------------------------------------------------------------
+
+
+def test_describe_file_gives_what_the_origdatablock_lists(tmp_path):
+    path = tmp_path / "f.hdf"
+    path.write_bytes(b"x" * 1234)
+    os.chmod(path, 0o640)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    described = si.describe_file(str(path), "none")
+    assert (described.size, described.mtime, described.perm) == (1234, 1_700_000_000, "-rw-r-----")
+    assert isinstance(described.uid, str) and isinstance(described.gid, str)
+    assert described.checksum == "" and described.checksum_algorithm == ""
+
+
+@pytest.mark.parametrize("algorithm", ["md5", "sha256", "blake2b"])
+def test_checksums_match_hashlib_also_beyond_one_chunk(tmp_path, algorithm):
+    content = os.urandom(si.CHECKSUM_CHUNK_BYTES + 12345)
+    path = tmp_path / "big.bin"
+    path.write_bytes(content)
+    described = si.describe_file(str(path), algorithm)
+    assert described.checksum == hashlib.new(algorithm, content).hexdigest()
+    assert described.checksum_algorithm == algorithm
+
+
+def test_describing_a_missing_file_is_not_ready_yet(tmp_path):
+    with pytest.raises(si.FileNotReady):
+        si.describe_file(str(tmp_path / "nope.hdf"), "none")
+
