@@ -65,6 +65,7 @@ class LogWatcher:
         self.log_path = log_path
         self.ingested: list[dict] = []
         self.consuming = threading.Event()
+        self.last_statistics = "(none)"
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -74,6 +75,8 @@ class LogWatcher:
                 log.write(line)
                 if "consuming " in line:
                     self.consuming.set()
+                if "statistics: " in line:
+                    self.last_statistics = line[line.index("statistics: "):].strip()
                 found = INGESTED.search(line)
                 if found:
                     self.ingested.append(found.groupdict())
@@ -112,10 +115,14 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
             )
+            watcher = LogWatcher(ingestor, out / "ingestor.log")
             try:
-                return run_producer_and_show(args, broker.bootstrap, out, LogWatcher(ingestor, out / "ingestor.log"))
+                status = run_producer_and_show(args, broker.bootstrap, out, watcher)
             finally:
                 stop(ingestor)  # before the broker it talks to
+            watcher.thread.join(5)
+            print(f"\n5. the ingestor's last words:\n  {watcher.last_statistics}")
+            return status
     except KeyboardInterrupt:
         print("\ninterrupted: stopped what the demo started")
         return 130
@@ -138,7 +145,8 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
         time.sleep(0.2)
     print(f"\n4. what the ingestor built ({len(watcher.ingested)} of {args.runs} runs):")
     print_table(watcher.ingested)
-    print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl")
+    print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl; "
+          "each dataset in full: grep 'would create' demo-output/ingestor.log")
     return 0 if len(watcher.ingested) == args.runs else 1
 
 
