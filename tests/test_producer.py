@@ -136,3 +136,37 @@ def test_help_names_every_option():
     for option in ("--broker", "--topic", "--count", "--rate", "--output-dir", "--instrument", "--proposal",
                    "--events", "--metadata", "--error", "--noise", "--control-topic"):
         assert option in result.stdout
+
+
+@pytest.mark.integration
+def test_the_producer_drives_the_ingestor_end_to_end(tmp_path, kafka_bootstrap, kafka_topic, scicat):
+    """The producer and the ingestor as a user runs them, the real broker and the SciCat stand-in between."""
+    from ingestor_harness import IngestorProcess, ingestor_config, wait_until
+
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config) as ingestor:
+        result = run_producer("--broker", kafka_bootstrap, "--topic", kafka_topic, "--count", "4", "--noise",
+                              "--proposal", "987654", "--events", "5000", "--output-dir", str(tmp_path))
+        assert result.returncode == 0, result.stderr
+        runs = [line.split() for line in result.stdout.strip().splitlines()]  # job id, path, size, "bytes"
+        assert len(runs) == 4
+        wait_until(lambda: all(scicat.datasets_for_job(job) for job, *_ in runs), 60, "a dataset for every run")
+        ingestor.wait_for_log("undecodable", timeout=30)
+        assert ingestor.running()
+
+    for job_id, path, size, _ in runs:
+        [dataset] = scicat.datasets_for_job(job_id)  # exactly once
+        assert dataset["proposalId"] == "987654"
+        run_number = Path(path).stem.rsplit("_", 1)[1]  # dream_<proposal>_<run number>.hdf
+        assert dataset["datasetName"] == f"run_{run_number}"
+        assert dataset["sourceFolder"] == str(tmp_path)
+        assert scicat.datasets[dataset["pid"]]["size"] == int(size) == Path(path).stat().st_size
+    assert len(scicat.datasets) == 4
+    audit = ingestor.audit()
+    assert sorted(a["job_id"] for a in audit) == sorted(job for job, *_ in runs)
+    assert {a["outcome"] for a in audit} == {"ingested"}
+    # The noise was passed over, every kind of it, and nothing was spooled for it.
+    log = ingestor.log()
+    for schema in ("answ", "x5f2", "6s4t"):
+        assert f"passing over a {schema} message" in log
+    assert ingestor.spooled() == []
