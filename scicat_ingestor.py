@@ -16,6 +16,7 @@ The file reads top to bottom like the data flows:
 4. building           pure functions: dataset and origdatablock payloads
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
+6b. health, metrics   GET /health and /metrics, in a thread beside the loop
 7. the command line   arguments, logging, main()
 """
 
@@ -1535,7 +1536,7 @@ class Ingestor:
             self.stats.kafka_ok, self.stats.kafka_state = False, f"unreachable: {e.args[0].str()}"
             return
         self.stats.consumer_lag = lag
-        self.stats.kafka_ok, self.stats.kafka_state = True, f"up, {len(lag)} partitions assigned"
+        self.stats.kafka_ok, self.stats.kafka_state = True, f"up, partitions assigned: {len(lag)}"
 
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
@@ -1645,7 +1646,7 @@ def spool_health(spool: Spool) -> PartHealth:
             records = f.read().count(b"\n")
     except FileNotFoundError:
         records = 0
-    waiting = f"{records} failed files waiting for --replay" if records else "empty"
+    waiting = f"records waiting for --replay: {records}" if records else "empty"
     if not folder_writable(os.path.dirname(spool.path)):
         return PartHealth(False, f"{os.path.dirname(spool.path)} is not writable; {waiting}")
     return PartHealth(True, waiting)
