@@ -1701,12 +1701,12 @@ class MetricsCollector:
         yield CounterMetricFamily("scicat_ingestor_spooled", "Records written to the spool", value=stats.spooled)
         yield CounterMetricFamily("scicat_ingestor_scicat_retries", "SciCat requests retried",
                                   value=catalogue.retries)
-        latency = catalogue.latency
-        cumulative = [sum(latency.counts[:i + 1]) for i in range(len(LATENCY_BUCKETS_S))]
+        counts = list(catalogue.latency.counts)  # one snapshot, so the buckets agree with each other
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
         yield HistogramMetricFamily(
             "scicat_ingestor_scicat_request_seconds", "How long SciCat took to answer a request",
-            buckets=[*zip(map(str, LATENCY_BUCKETS_S), cumulative), ("+Inf", latency.count)],
-            sum_value=latency.total_s,
+            buckets=[*zip([*map(str, LATENCY_BUCKETS_S), "+Inf"], cumulative)],
+            sum_value=catalogue.latency.total_s,
         )
         lag = GaugeMetricFamily("scicat_ingestor_consumer_lag", "Messages not yet handled: end offset minus position",
                                 labels=["partition"])
