@@ -16,12 +16,14 @@ The file reads top to bottom like the data flows:
 4. building           pure functions: dataset and origdatablock payloads
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
+6b. health, metrics   GET /health and /metrics, in a thread beside the loop
 7. the command line   arguments, logging, main()
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import dataclasses
 import datetime as dt
 import grp
@@ -35,6 +37,7 @@ import random
 import signal
 import stat
 import sys
+import threading
 import time
 import types
 import typing
@@ -42,6 +45,7 @@ import urllib.parse
 import uuid
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Optional, Union
 
 __version__ = "1.1.0"
@@ -74,6 +78,9 @@ class KafkaConfig:
     # Further librdkafka consumer settings, passed through unchanged
     # (security.protocol, sasl.*, ssl.*, session.timeout.ms, ...).
     consumer: dict[str, Union[str, int, float, bool]] = field(default_factory=dict)
+    # Consumer settings taken from environment variables, e.g. {"sasl.password": "KAFKA_PASSWORD"}:
+    # keeps secrets out of the file (systemd's EnvironmentFile).
+    consumer_env: dict[str, str] = field(default_factory=dict)
     poll_timeout_s: float = 1.0
 
 
@@ -137,6 +144,12 @@ class OptionsConfig:
     stats_interval_s: float = 60.0
     # Before creating a dataset, look for one with the same job id.
     check_by_job_id: bool = True
+    # GELF to a Graylog input; needs the graypy package.
+    graylog: bool = False
+    graylog_host: str = ""
+    graylog_port: int = 12201
+    graylog_protocol: str = "udp"
+    graylog_facility: str = "scicat_ingestor"
 
 
 @dataclass
@@ -152,6 +165,13 @@ class AuditConfig:
 
 
 @dataclass
+class HealthConfig:
+    # GET /health and GET /metrics on this port; 0 turns the endpoint off.
+    port: int = 0
+    address: str = "0.0.0.0"
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig
     scicat: SciCatConfig
@@ -160,6 +180,7 @@ class Config:
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     options: OptionsConfig = field(default_factory=OptionsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
 
 
 # Keys of the v1.0.0 ingestor that mean nothing here: accepted with a warning
@@ -174,6 +195,7 @@ LEGACY_KEYS = {
 CHECKSUM_ALGORITHMS = ("none", "md5", "sha256", "blake2b")
 OFFSET_RESETS = ("earliest", "latest", "error")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+GRAYLOG_PROTOCOLS = ("udp", "tcp")
 SECRET_WORDS = ("password", "token", "secret", "sasl.oauthbearer.config", "ssl.key.pem")
 
 
@@ -274,6 +296,10 @@ def _check_values(config: Config) -> None:
         raise ConfigError("kafka.topics: empty")
     if kafka.auto_offset_reset not in OFFSET_RESETS:
         raise ConfigError(f"kafka.auto_offset_reset: expected one of {', '.join(OFFSET_RESETS)}")
+    for setting, variable in kafka.consumer_env.items():
+        if variable not in os.environ:
+            raise ConfigError(f"kafka.consumer_env.{setting}: environment variable {variable} is not set")
+        kafka.consumer[setting] = os.environ[variable]
     if "enable.auto.commit" in kafka.consumer or "enable.auto.offset.store" in kafka.consumer:
         raise ConfigError(
             "kafka.consumer.enable.auto.commit: not allowed; the ingestor commits each "
@@ -302,6 +328,10 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"options.logging_level: expected one of {', '.join(LOG_LEVELS)}")
     if config.options.run_start_cache_size < 1:
         raise ConfigError("options.run_start_cache_size: must be at least 1")
+    if config.options.graylog_protocol not in GRAYLOG_PROTOCOLS:
+        raise ConfigError(f"options.graylog_protocol: expected one of {', '.join(GRAYLOG_PROTOCOLS)}")
+    if not 0 <= config.health.port <= 65535:
+        raise ConfigError("health.port: expected 0 (off) or a TCP port up to 65535")
     if "@" not in config.dataset.contact_email:
         raise ConfigError("dataset.contact_email: expected an email address")
 
@@ -327,6 +357,18 @@ def load_config(path: str, dry_run: bool = False) -> Config:
     if config.audit.file:
         config.audit.file = os.path.join(here, config.audit.file)
     return config
+
+
+def require_package(module: str, key: str) -> types.ModuleType:
+    """An optional package a configuration key asks for, or a one-line error saying how to get it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        package = module.replace("_", "-")
+        raise ConfigError(f"{key}: needs the Python package {package}, which is not installed "
+                          f"(pip install {package})") from None
 
 
 def redacted(value: Any, key: str = "") -> Any:
@@ -940,6 +982,27 @@ class SciCatError(Exception):
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 # Log in again this long before the token runs out, not at the last second.
 TOKEN_RENEW_MARGIN_S = 60.0
+# Upper bounds of the SciCat latency histogram's buckets, in seconds.
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+HEALTH_PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class LatencyHistogram:
+    """How long SciCat took to answer, request by request."""
+
+    # counts[i]: answers within LATENCY_BUCKETS_S[i] and above the bound before; the last, above them all.
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    total_s: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        self.total_s += seconds
+        self.count += 1
+
+    def mean_ms(self) -> float:
+        return 1000 * self.total_s / self.count if self.count else 0.0
 
 
 class SciCatClient:
@@ -953,6 +1016,7 @@ class SciCatClient:
         # the consumer in its group while SciCat is down.
         self.wait = wait
         self.retries = 0
+        self.latency = LatencyHistogram()
         self.session = requests.Session()
         self.session.verify = config.verify_tls
         self.session.headers["Accept"] = "application/json"
@@ -990,10 +1054,12 @@ class SciCatClient:
         while True:
             headers = {"Authorization": f"Bearer {self._token}"} if authenticated and self._token else {}
             try:
+                started = time.monotonic()
                 response = self.session.request(
                     method, self.config.host + path, json=body, params=params,
                     headers=headers, timeout=self.config.timeout_s,
                 )
+                self.latency.observe(time.monotonic() - started)
                 problem = f"HTTP {response.status_code}" if response.status_code in TRANSIENT_STATUS else ""
             except (requests.ConnectionError, requests.Timeout) as e:
                 response, problem = None, type(e).__name__
@@ -1053,10 +1119,28 @@ class SciCatClient:
         return bool(self._json("GET", path, "reading origdatablocks"))
 
 
+def probe_scicat(config: SciCatConfig) -> tuple[bool, str]:
+    """Is SciCat up: its unauthenticated GET /health, on a connection of its own (safe from any thread)."""
+    import requests
+
+    started = time.monotonic()
+    try:
+        response = requests.get(config.host + "/health", verify=config.verify_tls,
+                                timeout=min(config.timeout_s, HEALTH_PROBE_TIMEOUT_S))
+    except requests.RequestException as e:
+        return False, f"unreachable at {config.host} ({type(e).__name__})"
+    if response.status_code != 200:
+        return False, f"GET /health answered HTTP {response.status_code}"
+    return True, f"GET /health answered in {1000 * (time.monotonic() - started):.0f} ms"
+
+
 class DryRunCatalogue:
     """Stands in for SciCatClient under --dry-run: logs what would be created."""
 
     retries = 0
+
+    def __init__(self) -> None:
+        self.latency = LatencyHistogram()
 
     def login(self) -> None:
         logger.info("dry run: nothing will be written to SciCat")
@@ -1178,23 +1262,36 @@ def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWritin
     }
 
 
+OUTCOMES = ("ingested", "duplicate", "skipped", "failed")
+# How often the loop asks Kafka for the partitions' end offsets: the consumer lag,
+# and whether Kafka answers at all. Never less often than the statistics line.
+KAFKA_CHECK_INTERVAL_S = 10.0
+KAFKA_QUERY_TIMEOUT_S = 3.0
+
+
 @dataclass
 class Statistics:
     messages: Counter = field(default_factory=Counter)  # by schema id, "undecodable" too
-    outcomes: Counter = field(default_factory=Counter)  # ingested, duplicate, skipped, failed
+    outcomes: Counter = field(default_factory=Counter)  # by OUTCOMES
     spooled: int = 0
     scicat_seconds: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    # Kept up to date by the loop; read by the health endpoint's thread too.
+    consumer_lag: dict[str, int] = field(default_factory=dict)  # by "topic[partition]"
+    kafka_ok: bool = False
+    kafka_state: str = "not checked yet"
+    last_poll: float = field(default_factory=time.monotonic)
 
-    def summary(self, waiting_run_starts: int, retries: int) -> str:
+    def summary(self, waiting_run_starts: int, retries: int, latency: LatencyHistogram) -> str:
         seen = ", ".join(f"{k} {v}" for k, v in sorted(self.messages.items())) or "none"
-        files = ", ".join(f"{k} {self.outcomes[k]}" for k in ("ingested", "duplicate", "skipped", "failed"))
+        files = ", ".join(f"{k} {self.outcomes[k]}" for k in OUTCOMES)
         created = self.outcomes["ingested"] + self.outcomes["duplicate"]
         mean_ms = 1000 * self.scicat_seconds / created if created else 0.0
+        lag = f"consumer lag {sum(self.consumer_lag.values())}" if self.kafka_ok else f"Kafka {self.kafka_state}"
         return (
             f"statistics: up {time.monotonic() - self.started:.0f} s; messages: {seen}; files: {files}; "
-            f"spooled {self.spooled}; SciCat retries {retries}, {mean_ms:.0f} ms per file; "
-            f"run starts waiting {waiting_run_starts}"
+            f"spooled {self.spooled}; SciCat retries {retries}, {latency.count} requests {latency.mean_ms():.0f} ms "
+            f"mean, {mean_ms:.0f} ms per file; {lag}; run starts waiting {waiting_run_starts}"
         )
 
 
@@ -1211,6 +1308,8 @@ class Ingestor:
         self.stats = Statistics()
         self.stop_requested = False
         self.consumer: Any = None
+        self.next_kafka_check = 0.0
+        self.next_statistics = time.monotonic() + config.options.stats_interval_s
 
     def wait(self, seconds: float) -> None:
         """Let time pass without leaving the consumer group.
@@ -1229,6 +1328,7 @@ class Ingestor:
             try:
                 while not self.stop_requested and (left := deadline - time.monotonic()) > 0:
                     msg = self.consumer.poll(min(left, 0.5))
+                    self.tick()
                     if msg is not None and not msg.error():
                         # A rebalance handed us a partition that is not paused: put the message back.
                         tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
@@ -1399,7 +1499,44 @@ class Ingestor:
         self.stop_requested = True
 
     def log_statistics(self) -> None:
-        logger.info(self.stats.summary(len(self.run_starts), self.catalogue.retries))
+        logger.info(self.stats.summary(len(self.run_starts), self.catalogue.retries, self.catalogue.latency))
+
+    def tick(self) -> None:
+        """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
+        now = self.stats.last_poll = time.monotonic()
+        if now >= self.next_kafka_check:
+            self.check_kafka()
+            self.next_kafka_check = time.monotonic() + min(KAFKA_CHECK_INTERVAL_S,
+                                                           self.config.options.stats_interval_s)
+        if now >= self.next_statistics:
+            self.log_statistics()
+            self.next_statistics = time.monotonic() + self.config.options.stats_interval_s
+
+    def check_kafka(self) -> None:
+        """Whether Kafka answers, and the consumer lag: each partition's end offset minus our position."""
+        from confluent_kafka import KafkaException
+
+        kafka = self.config.kafka
+        try:
+            self.consumer.list_topics(kafka.topics[0], timeout=KAFKA_QUERY_TIMEOUT_S)
+            positions = self.consumer.position(self.consumer.assignment())
+            offsets = {(tp.topic, tp.partition): tp.offset for tp in positions}
+            not_read_yet = [tp for tp in positions if tp.offset < 0]
+            if not_read_yet:  # nothing consumed since the assignment: the group's committed offset
+                for tp in self.consumer.committed(not_read_yet, timeout=KAFKA_QUERY_TIMEOUT_S):
+                    offsets[(tp.topic, tp.partition)] = tp.offset
+            lag = {}
+            for tp in positions:
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=KAFKA_QUERY_TIMEOUT_S, cached=False)
+                offset = offsets[(tp.topic, tp.partition)]
+                if offset < 0:  # nothing committed either: where auto_offset_reset starts
+                    offset = low if kafka.auto_offset_reset == "earliest" else high
+                lag[f"{tp.topic}[{tp.partition}]"] = max(high - offset, 0)
+        except KafkaException as e:
+            self.stats.kafka_ok, self.stats.kafka_state = False, f"unreachable: {e.args[0].str()}"
+            return
+        self.stats.consumer_lag = lag
+        self.stats.kafka_ok, self.stats.kafka_state = True, f"up, partitions assigned: {len(lag)}"
 
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
@@ -1416,13 +1553,10 @@ class Ingestor:
         self.consumer.subscribe(kafka.topics)
         logger.info("consuming %s from %s as group %s", ", ".join(kafka.topics),
                     ",".join(kafka.bootstrap_servers), kafka.group_id)
-        next_stats = time.monotonic() + self.config.options.stats_interval_s
         try:
             while not self.stop_requested:
                 msg = self.consumer.poll(kafka.poll_timeout_s)
-                if time.monotonic() >= next_stats:
-                    self.log_statistics()
-                    next_stats = time.monotonic() + self.config.options.stats_interval_s
+                self.tick()
                 if msg is None:
                     continue
                 if msg.error():
@@ -1439,6 +1573,7 @@ class Ingestor:
         except StopRequested:
             logger.info("stopped while waiting: the message in hand will be read again at the next start")
         finally:
+            self.check_kafka()  # the lag as we leave
             self.log_statistics()
             self.consumer.close()
             logger.info("consumer closed; stopped")
@@ -1479,6 +1614,155 @@ class Ingestor:
         logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
                     self.spool.path)
         return 1 if remaining else 0
+
+
+# =============================================================================
+# 6b. Health and metrics, beside the loop
+# =============================================================================
+#
+# With health.port set, an HTTP server in a daemon thread answers GET /health
+# and GET /metrics. It only reads what the loop keeps in its Statistics, and
+# asks SciCat's own /health on a connection of its own: it never holds up the
+# loop, and the loop never waits for it.
+
+
+@dataclass
+class PartHealth:
+    ok: bool
+    state: str
+
+
+def folder_writable(folder: str) -> bool:
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)
+
+
+def spool_health(spool: Spool) -> PartHealth:
+    try:
+        with open(spool.path, "rb") as f:
+            records = f.read().count(b"\n")
+    except FileNotFoundError:
+        records = 0
+    waiting = f"records waiting for --replay: {records}" if records else "empty"
+    if not folder_writable(os.path.dirname(spool.path)):
+        return PartHealth(False, f"{os.path.dirname(spool.path)} is not writable; {waiting}")
+    return PartHealth(True, waiting)
+
+
+def loop_health(stats: Statistics, kafka: KafkaConfig) -> PartHealth:
+    """Stalled when it has not polled for longer than Kafka lets a group member be silent."""
+    limit_s = float(kafka.consumer.get("max.poll.interval.ms", 300000)) / 1000
+    silent_s = time.monotonic() - stats.last_poll
+    if silent_s > limit_s:
+        return PartHealth(False, f"stalled: no poll for {silent_s:.0f} s (max.poll.interval.ms is {limit_s:.0f} s)")
+    return PartHealth(True, f"polled {silent_s:.1f} s ago")
+
+
+def health_report(ingestor: "Ingestor") -> dict[str, Any]:
+    """The state of each part; "ok" only when every part is."""
+    config = ingestor.config
+    parts = {
+        "kafka": PartHealth(ingestor.stats.kafka_ok, ingestor.stats.kafka_state),
+        "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run
+        else PartHealth(*probe_scicat(config.scicat)),
+        "spool": spool_health(ingestor.spool),
+        "loop": loop_health(ingestor.stats, config.kafka),
+    }
+    return {
+        "status": "ok" if all(part.ok for part in parts.values()) else "unhealthy",
+        **{name: dataclasses.asdict(part) for name, part in parts.items()},
+        "consumer_lag": dict(ingestor.stats.consumer_lag),
+        "version": __version__,
+    }
+
+
+class MetricsCollector:
+    """The loop's Statistics as Prometheus metrics, read at each scrape."""
+
+    def __init__(self, ingestor: "Ingestor"):
+        self.ingestor = ingestor
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+        stats, catalogue = self.ingestor.stats, self.ingestor.catalogue
+        messages = CounterMetricFamily("scicat_ingestor_messages", "Kafka messages seen, by schema id",
+                                       labels=["type"])
+        for kind, count in dict(stats.messages).items():  # a copy: the loop may add a kind meanwhile
+            messages.add_metric([kind], count)
+        yield messages
+        files = CounterMetricFamily("scicat_ingestor_files", "Finished files handled, by outcome", labels=["outcome"])
+        for outcome in OUTCOMES:
+            files.add_metric([outcome], stats.outcomes[outcome])
+        yield files
+        yield CounterMetricFamily("scicat_ingestor_spooled", "Records written to the spool", value=stats.spooled)
+        yield CounterMetricFamily("scicat_ingestor_scicat_retries", "SciCat requests retried",
+                                  value=catalogue.retries)
+        counts = list(catalogue.latency.counts)  # one snapshot, so the buckets agree with each other
+        cumulative = [sum(counts[:i + 1]) for i in range(len(counts))]
+        yield HistogramMetricFamily(
+            "scicat_ingestor_scicat_request_seconds", "How long SciCat took to answer a request",
+            buckets=[*zip([*map(str, LATENCY_BUCKETS_S), "+Inf"], cumulative)],
+            sum_value=catalogue.latency.total_s,
+        )
+        lag = GaugeMetricFamily("scicat_ingestor_consumer_lag", "Messages not yet handled: end offset minus position",
+                                labels=["partition"])
+        for partition, count in dict(stats.consumer_lag).items():
+            lag.add_metric([partition], count)
+        yield lag
+        yield GaugeMetricFamily("scicat_ingestor_kafka_up", "1 when Kafka answered the last check",
+                                value=int(stats.kafka_ok))
+        yield GaugeMetricFamily("scicat_ingestor_run_starts_waiting", "Run starts waiting for their wrdn",
+                                value=len(self.ingestor.run_starts))
+
+
+class HealthRequestHandler(BaseHTTPRequestHandler):
+    server: "HealthServer"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/health":
+            report = health_report(self.server.ingestor)
+            status = 200 if report["status"] == "ok" else 503
+            self.answer(status, "application/json", json.dumps(report).encode())
+        elif path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            self.answer(200, CONTENT_TYPE_LATEST, generate_latest(self.server.registry))
+        else:
+            self.answer(404, "text/plain", b"GET /health or /metrics\n")
+
+    def answer(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("health endpoint: " + format, *args)
+
+
+class HealthServer(ThreadingHTTPServer):
+    """GET /health and GET /metrics, served from a daemon thread."""
+
+    daemon_threads = True
+
+    def __init__(self, ingestor: "Ingestor", config: HealthConfig):
+        prometheus = require_package("prometheus_client", "health.port")
+        self.ingestor = ingestor
+        self.registry = prometheus.CollectorRegistry()
+        self.registry.register(MetricsCollector(ingestor))
+        prometheus.ProcessCollector(registry=self.registry)  # memory, CPU time, open files
+        super().__init__((config.address, config.port), HealthRequestHandler)
+
+    def start(self) -> None:
+        threading.Thread(target=self.serve_forever, name="health", daemon=True).start()
+        host, port = self.server_address[:2]
+        logger.info("health and metrics at http://%s:%d/health and /metrics", host, port)
 
 
 # =============================================================================
@@ -1531,12 +1815,7 @@ def check_config(config: Config) -> int:
         report(f"files root {root}", "" if readable else "not a readable folder", "readable")
     for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file))):
         if folder:
-            try:
-                os.makedirs(folder, exist_ok=True)
-                writable = os.access(folder, os.W_OK)
-            except OSError:
-                writable = False
-            report(f"{what} folder {folder}", "" if writable else "not writable", "writable")
+            report(f"{what} folder {folder}", "" if folder_writable(folder) else "not writable", "writable")
     return 1 if failures else 0
 
 
@@ -1556,6 +1835,8 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("-v", "--verbose", action="store_true", default=None, help="log to standard output")
     parser.add_argument("--sys-log", dest="system_log", action="store_true", default=None,
                         help="also log to the local syslog")
+    parser.add_argument("--graylog", action="store_true", default=None,
+                        help="also log to Graylog, as GELF to options.graylog_host and graylog_port (needs graypy)")
     parser.add_argument("--file-log", dest="file_log", metavar="PATH", default=None, help="also log to this file")
     parser.add_argument("--log-prefix", dest="log_message_prefix", metavar="TEXT", default=None,
                         help='text between the level and the message (default: " SFI: ")')
@@ -1596,6 +1877,15 @@ def setup_logging(options: OptionsConfig) -> None:
         syslog = logging.handlers.SysLogHandler(address=address, facility=options.system_log_facility)
         syslog.setFormatter(logging.Formatter(f"scicat_ingestor[%(process)d]:{options.log_message_prefix}%(message)s"))
         handlers.append(syslog)
+    if options.graylog:
+        if not options.graylog_host:
+            raise ConfigError("options.graylog_host: needed to log to Graylog")
+        graypy = require_package("graypy", "options.graylog")
+        gelf = graypy.GELFUDPHandler if options.graylog_protocol == "udp" else graypy.GELFTCPHandler
+        graylog = gelf(options.graylog_host, options.graylog_port, facility=options.graylog_facility)
+        # GELF carries the time and level in fields of their own.
+        graylog.setFormatter(logging.Formatter("%(message)s"))
+        handlers.append(graylog)
     if not handlers:
         # Errors must be seen somewhere even without -v.
         handlers.append(logging.StreamHandler(sys.stderr))
@@ -1624,6 +1914,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if args.check_config:
         return check_config(config)
     ingestor = Ingestor(config)
+    if config.health.port and args.replay is None:
+        try:
+            HealthServer(ingestor, config.health).start()
+        except (ConfigError, OSError) as e:
+            logger.critical("cannot start the health endpoint on %s:%d: %s", config.health.address,
+                            config.health.port, e)
+            return 2
     signal.signal(signal.SIGTERM, ingestor.request_stop)
     signal.signal(signal.SIGINT, ingestor.request_stop)
     try:

@@ -66,7 +66,7 @@ def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str,
     }
     for dotted, value in overrides.items():
         section, key = dotted.split(".", 1)
-        config[section][key] = value
+        config.setdefault(section, {})[key] = value
     return config
 
 

@@ -33,7 +33,7 @@ def test_sample_config_is_valid_and_explains_every_key():
     config = si.parse_config(raw | {"options": {**raw["options"], "dry_run": True}})
     assert config.kafka.topics == ["command_channel"]
     # Every key of every section appears in the sample, each with a "#key" explanation.
-    for section in ("kafka", "scicat", "files", "spool", "audit", "options"):
+    for section in ("kafka", "scicat", "files", "spool", "audit", "options", "health"):
         keys = [f.name for f in si.dataclasses.fields(getattr(si, type(getattr(config, section)).__name__))]
         for key in keys:
             assert key in raw[section], f"{section}.{key} missing from config.sample.json"
@@ -109,6 +109,8 @@ def test_wrong_type_is_named_with_the_expected_type(section, key, value, expecte
         (lambda c: c["scicat"].update(password=""), "scicat"),
         (lambda c: c["dataset"].update(contact_email="nobody"), "dataset.contact_email"),
         (lambda c: c["options"].update(logging_level="LOUD"), "options.logging_level"),
+        (lambda c: c["options"].update(graylog_protocol="http"), "options.graylog_protocol"),
+        (lambda c: c.update(health={"port": 70000}), "health.port"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(change, named):
@@ -124,6 +126,19 @@ def test_password_may_come_from_the_environment(monkeypatch):
     assert si.parse_config(raw).scicat.password == "from-env"
     monkeypatch.delenv("SFI_TEST_PW")
     assert "SFI_TEST_PW is not set" in config_error(raw)
+
+
+def test_kafka_secrets_may_come_from_the_environment(monkeypatch):
+    raw = minimal_config()
+    raw["kafka"]["consumer"] = {"security.protocol": "SASL_SSL", "sasl.username": "ingestor"}
+    raw["kafka"]["consumer_env"] = {"sasl.password": "SFI_TEST_KAFKA_PW"}
+    monkeypatch.setenv("SFI_TEST_KAFKA_PW", "kafka-secret")
+    config = si.parse_config(raw)
+    assert config.kafka.consumer["sasl.password"] == "kafka-secret"
+    assert "kafka-secret" not in json.dumps(si.redacted(si.dataclasses.asdict(config)))
+    monkeypatch.delenv("SFI_TEST_KAFKA_PW")
+    assert config_error(raw) == (
+        "kafka.consumer_env.sasl.password: environment variable SFI_TEST_KAFKA_PW is not set")
 
 
 def test_static_token_needs_no_password():

@@ -8,7 +8,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # PyPI name -> conda-forge name, where they differ.
-CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka"}
+CONDA_NAMES = {"confluent-kafka": "python-confluent-kafka", "prometheus-client": "prometheus_client"}
 
 
 def requirement_names(lines):
@@ -31,3 +31,42 @@ def test_script_is_executable_with_a_python3_shebang():
     script = ROOT / "scicat_ingestor.py"
     assert script.read_text().startswith("#!/usr/bin/env python3\n")
     assert script.stat().st_mode & stat.S_IXUSR
+
+
+def test_service_file_runs_as_a_user_restarts_always_and_takes_secrets_from_an_environment_file():
+    import configparser
+    import shlex
+
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str  # systemd keys are case-sensitive
+    unit.read(ROOT / "examples" / "systemd" / "scicat-ingestor.service")
+    service = unit["Service"]
+    assert service["User"] not in ("", "root") and service["Group"] not in ("", "root")
+    assert service["Restart"] == "always"
+    assert service["EnvironmentFile"] == "/etc/scicat-ingestor/secrets.env"
+    python, script, *args = shlex.split(service["ExecStart"])
+    assert python.endswith("/venv/bin/python") and script.endswith("/scicat_ingestor.py")
+    assert args[:2] == ["-c", "/etc/scicat-ingestor/config.json"]
+    assert unit["Install"]["WantedBy"] == "multi-user.target"
+    # The example configuration's state lives where the unit lets the user write.
+    config = (ROOT / "examples" / "systemd" / "config.json").read_text()
+    assert f"/var/lib/{service['StateDirectory']}/spool" in config
+
+
+def test_the_sasl_ssl_example_is_a_configuration_librdkafka_accepts(monkeypatch, tmp_path):
+    import shutil
+
+    import certifi  # comes with requests
+    import scicat_ingestor as si
+    from confluent_kafka import Consumer
+
+    monkeypatch.setenv("SCICAT_INGESTOR_PASSWORD", "scicat-secret")
+    monkeypatch.setenv("KAFKA_SASL_PASSWORD", "kafka-secret")
+    example = tmp_path / "config.json"
+    shutil.copy(ROOT / "examples" / "systemd" / "config.json", example)
+    config = si.load_config(str(example))
+    assert config.kafka.consumer["security.protocol"] == "SASL_SSL"
+    assert config.kafka.consumer["sasl.password"] == "kafka-secret"
+    settings = si.Ingestor(config).consumer_settings()
+    settings["ssl.ca.location"] = certifi.where()  # a CA bundle that exists here, in place of the site's
+    Consumer(settings).close()  # unknown or contradictory settings would raise here
