@@ -22,6 +22,7 @@ The file reads top to bottom like the data flows:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
@@ -727,6 +728,52 @@ def _read_scalar(node: Any) -> Optional[NexusValue]:
     return NexusValue(value=_plain(node[()]), unit=str(_plain(units)) if units is not None else "")
 
 
+def _nx_class(node: Any) -> str:
+    return str(_plain(node.attrs.get("NX_class", "")))
+
+
+@contextlib.contextmanager
+def open_nexus(path: str) -> typing.Iterator[Any]:
+    """The file open for reading with h5py; its errors told as FileNotReady."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except FileNotFoundError:
+        raise FileNotReady(f"{path}: no such file") from None
+    except OSError as e:
+        # h5py reports "not an HDF5 file", permissions and lock errors as OSError;
+        # on NFS even a truncated view of a closed file is possible for a while.
+        raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
+
+
+def read_nexus_metadata(path: str) -> NexusMetadata:
+    """Read /entry's metadata values and users from a NeXus file.
+
+    Only scalar datasets at known places are read: the data arrays of a real
+    file are gigabytes and are never touched.
+    """
+    import h5py
+
+    with open_nexus(path) as f:
+        entry = f.get("entry")
+        if entry is None:
+            entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
+        if not isinstance(entry, h5py.Group):
+            raise FileRefused(f"{path}: no NXentry group in the file")
+        metadata = NexusMetadata()
+        for nexus_path, name in NEXUS_ENTRY_VALUES.items():
+            value = _read_scalar(entry.get(nexus_path))
+            if value is not None:
+                metadata.values[name] = value
+        for group in entry.values():
+            if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
+                found = {n: _read_scalar(group.get(n)) for n in NEXUS_USER_FIELDS}
+                metadata.users.append(NexusUser(**{n: str(v.value) for n, v in found.items() if v}))
+        return metadata
+
+
 # min and max of an array are read only up to this many elements: data arrays
 # (events, images) are gigabytes, and their first and last element say enough.
 ARRAY_STATISTICS_MAX_ELEMENTS = 1_000_000
@@ -809,10 +856,8 @@ def default_key(path: str) -> str:
 
 def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_length: int) -> dict[str, NexusValue]:
     """The values the rules name, by key: scalars as JSON values, arrays as summaries, units from ``units``."""
-    import h5py
-
     found: dict[str, NexusValue] = {}
-    with h5py.File(path, "r") as f:
+    with open_nexus(path) as f:
         for rule in rules:
             # A dict: "**" can reach one dataset in more than one way.
             matches = dict(_matching_datasets(f, [s for s in rule.path.split("/") if s], ""))
@@ -821,54 +866,22 @@ def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_le
                     key = f"{rule.key}_{default_key(node_path)}"
                 else:
                     key = rule.key or default_key(node_path)
-                if node.shape is None:  # an HDF5 null dataspace: no value at all
-                    value = None
-                elif node.size == 1:
-                    value = _json_value(node[()], max_text_length)
-                else:
-                    value = _array_summary(node, max_text_length)
-                units = node.attrs.get("units")
-                found[key] = NexusValue(value, "" if units is None else str(_plain(units)))
+                try:
+                    found[key] = _read_value(node, max_text_length)
+                except OSError as e:  # e.g. compressed with a filter this host lacks: one value lost, not the file
+                    logger.warning("%s: cannot read %s (%s); left out of scientificMetadata", path, node_path, e)
     return found
 
 
-def _nx_class(node: Any) -> str:
-    return str(_plain(node.attrs.get("NX_class", "")))
-
-
-def read_nexus_metadata(path: str) -> NexusMetadata:
-    """Read /entry's metadata values and users from a NeXus file.
-
-    Only scalar datasets at known places are read: the data arrays of a real
-    file are gigabytes and are never touched.
-    """
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            entry = f.get("entry")
-            if entry is None:
-                entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
-            if not isinstance(entry, h5py.Group):
-                raise FileRefused(f"{path}: no NXentry group in the file")
-            metadata = NexusMetadata()
-            for nexus_path, name in NEXUS_ENTRY_VALUES.items():
-                value = _read_scalar(entry.get(nexus_path))
-                if value is not None:
-                    metadata.values[name] = value
-            for group in entry.values():
-                if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
-                    found = {n: _read_scalar(group.get(n)) for n in NEXUS_USER_FIELDS}
-                    metadata.users.append(NexusUser(**{n: str(v.value) for n, v in found.items() if v}))
-            return metadata
-    except FileRefused:
-        raise
-    except FileNotFoundError:
-        raise FileNotReady(f"{path}: no such file") from None
-    except OSError as e:
-        # h5py reports "not an HDF5 file", permissions and lock errors as OSError;
-        # on NFS even a truncated view of a closed file is possible for a while.
-        raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
+def _read_value(node: Any, max_text_length: int) -> NexusValue:
+    if node.shape is None:  # an HDF5 null dataspace: no value at all
+        value = None
+    elif node.size == 1:
+        value = _json_value(node[()], max_text_length)
+    else:
+        value = _array_summary(node, max_text_length)
+    units = node.attrs.get("units")
+    return NexusValue(value, "" if units is None else str(_plain(units)))
 
 
 def compute_checksum(path: str, algorithm: str) -> str:

@@ -210,6 +210,7 @@ def awkward_file(tmp_path) -> Path:
         text(entry, "notes", "a very long note that goes on and on")
         entry["matrix"] = np.arange(6, dtype=np.int16).reshape(2, 3)
         entry["empty"] = np.zeros(0)
+        entry["elsewhere"] = h5py.ExternalLink("not_there.hdf", "/entry")  # a "**" walks past it
         sample = nx_group(entry, "sample", "NXsample")
         text(sample, "name", "Søren's sample")
         sample["temperature"] = np.float32(4.5)
@@ -304,3 +305,20 @@ def test_the_default_extraction_takes_what_ess_files_carry(ess_file):
         "definition": "NXtomo", "instrument_name": "YMIR", "sample_name": "some sample",
         "user_AndersPettersson_name": "Anders Pettersson", "user_LiseMeitner_name": "Lise Meitner",
     }
+
+
+def test_a_value_that_cannot_be_read_is_left_out_not_the_file(awkward_file, monkeypatch, caplog):
+    """Real files carry arrays compressed with filters (bitshuffle, LZ4) a host may lack."""
+    original = h5py.Dataset.__getitem__
+
+    def without_the_filter(self, key):
+        if self.name == "/entry/instrument/detector_1/events":
+            raise OSError("Can't read data (required filter 'bitshuffle; see https://github.com/kiyo-masui/bitshuffle' "
+                          "is not registered)")
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", without_the_filter)
+    science = si.read_scientific_metadata(str(awkward_file), AWKWARD_RULES, 100)
+    assert "instrument_detector_1_events" not in science
+    assert science["detector_distance"] == si.NexusValue(2.5, "m")
+    assert "cannot read /entry/instrument/detector_1/events" in caplog.text
