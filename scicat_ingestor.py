@@ -831,11 +831,13 @@ def _matching_datasets(group: Any, segments: list[str], here: str) -> typing.Ite
 
     pattern, rest = segments[0], segments[1:]
     if pattern == "**":  # no group at all, or one more group and "**" again
-        if rest:
-            yield from _matching_datasets(group, rest, here)
         for name, node in _children(group, sorted(group.keys())):
             if isinstance(node, h5py.Group):
                 yield from _matching_datasets(node, segments, f"{here}/{name}")
+            elif not rest and isinstance(node, h5py.Dataset):  # a last "**": every dataset below
+                yield f"{here}/{name}", node
+        if rest:
+            yield from _matching_datasets(group, rest, here)
         return
     if GLOB_CHARACTERS & set(pattern):
         names = sorted(name for name in group.keys() if fnmatch.fnmatchcase(name, pattern))

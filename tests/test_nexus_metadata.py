@@ -322,3 +322,10 @@ def test_a_value_that_cannot_be_read_is_left_out_not_the_file(awkward_file, monk
     assert "instrument_detector_1_events" not in science
     assert science["detector_distance"] == si.NexusValue(2.5, "m")
     assert "cannot read /entry/instrument/detector_1/events" in caplog.text
+
+
+def test_a_last_double_star_takes_every_value_below(awkward_file):
+    science = si.read_scientific_metadata(str(awkward_file), [si.NexusValueRule("/entry/instrument/**")], 100)
+    assert sorted(science) == ["instrument_chopper_speed_value", "instrument_detector_1_distance",
+                               "instrument_detector_1_events", "instrument_detector_1_pixel_names",
+                               "instrument_detector_1_temperature_log_value"]
