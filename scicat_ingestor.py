@@ -189,18 +189,13 @@ class Config:
     kafka: KafkaConfig
     scicat: SciCatConfig
     dataset: DatasetDefaults
+    # instruments.<NAME>: any dataset key, for that instrument's files; keys not given
+    # keep the dataset section's value. Parsed into complete DatasetDefaults.
+    instruments: dict[str, DatasetDefaults] = field(default_factory=dict)
     files: FilesConfig = field(default_factory=FilesConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     options: OptionsConfig = field(default_factory=OptionsConfig)
-    # instruments.<NAME>: any dataset key, for that instrument's files; keys not given
-    # keep the dataset section's value. Parsed into complete DatasetDefaults.
-    instruments: dict[str, DatasetDefaults] = field(default_factory=dict)
-
-    def dataset_for(self, instrument: str) -> DatasetDefaults:
-        """The dataset settings for files of this instrument (names compared without case)."""
-        wanted = instrument.casefold()
-        return next((d for name, d in self.instruments.items() if name.casefold() == wanted), self.dataset)
 
 
 # Keys of the v1.0.0 ingestor that mean nothing here: accepted with a warning
@@ -316,7 +311,14 @@ def parse_config(raw: Any) -> Config:
         for name, settings in instruments.items() if not name.startswith("#")
     }
     _check_values(config)
+    _check_dataset_settings(config)
     return config
+
+
+def dataset_settings(config: Config, instrument: str) -> DatasetDefaults:
+    """The dataset settings for files of this instrument (names compared without case)."""
+    wanted = instrument.casefold()
+    return next((d for name, d in config.instruments.items() if name.casefold() == wanted), config.dataset)
 
 
 def _over_dataset(dataset: dict[str, Any], settings: Any, where: str) -> dict[str, Any]:
@@ -371,10 +373,17 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"options.logging_level: expected one of {', '.join(LOG_LEVELS)}")
     if config.options.run_start_cache_size < 1:
         raise ConfigError("options.run_start_cache_size: must be at least 1")
+    if "@" not in config.dataset.contact_email:
+        raise ConfigError("dataset.contact_email: expected an email address")
+
+
+def _check_dataset_settings(config: Config) -> None:
+    """Checks of the dataset settings, the dataset section's and each instrument's."""
+    for name, dataset in config.instruments.items():
+        if "@" not in dataset.contact_email:
+            raise ConfigError(f"instruments.{name}.contact_email: expected an email address")
     for where, dataset in (("dataset", config.dataset),
                            *((f"instruments.{name}", d) for name, d in config.instruments.items())):
-        if "@" not in dataset.contact_email:
-            raise ConfigError(f"{where}.contact_email: expected an email address")
         for i, rule in enumerate(dataset.scientific_metadata):
             if not rule.path.startswith("/") or rule.path.strip("/") == "":
                 raise ConfigError(f"{where}.scientific_metadata[{i}].path: expected an absolute path "
@@ -1644,7 +1653,7 @@ class Ingestor:
                 started = time.monotonic()
                 nexus = read_nexus_metadata(path)
                 # Which values to extract is the instrument's choice, and the file may be what names it.
-                settings = self.config.dataset_for(instrument_name(run_start, finished, nexus, self.config.dataset))
+                settings = dataset_settings(self.config, instrument_name(run_start, finished, nexus, self.config.dataset))
                 nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length)
                 durations["metadata_s"] = time.monotonic() - started
                 started = time.monotonic()

@@ -230,19 +230,19 @@ def test_an_instruments_settings_override_the_dataset_section_and_keep_the_rest(
     raw["instruments"] = {"YMIR": {"creation_location": "/ESS/YMIR", "ownable": {"accessGroups": ["ymir"]},
                                    "scientific_metadata": [{"path": "/entry/title", "key": "run_title"}]}}
     config = si.parse_config(raw)
-    ymir = config.dataset_for("ymir")  # names are compared without case
+    ymir = si.dataset_settings(config, "ymir")  # names are compared without case
     assert ymir.creation_location == "/ESS/YMIR"
     assert (ymir.ownable.ownerGroup, ymir.ownable.accessGroups) == ("ess", ["ymir"])  # merged key by key
     assert ymir.contact_email == "dm@example.org"  # not given: the dataset section's
     assert ymir.scientific_metadata == [si.NexusValueRule("/entry/title", "run_title")]
-    other = config.dataset_for("DREAM")
+    other = si.dataset_settings(config, "DREAM")
     assert other is config.dataset and other.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
 
 
 def test_the_sample_configurations_instrument_example_is_valid():
     raw = json.loads((ROOT / "config.sample.json").read_text())
     config = si.parse_config(raw | {"options": {**raw["options"], "dry_run": True}})
-    assert config.dataset_for("YMIR").creation_location == "/ESS/YMIR"
+    assert si.dataset_settings(config, "YMIR").creation_location == "/ESS/YMIR"
     assert config.dataset.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
 
 
