@@ -1584,12 +1584,13 @@ def nexus_files_under(path: str) -> list[str]:
 OFFLINE_JOB_NAMESPACE = uuid.UUID("0d4a5e36-2f1b-4c8e-b1a7-6e0f9c3d2a57")
 
 
-def offline_job_id(path: str) -> str:
+def offline_job_id(path: str, files: FilesConfig) -> str:
     """The job id a file given to --ingest-file goes by: the one the file writer stored in it
     (entry_identifier_uuid, so a file the loop ingested already is found), else one made from
     the real path, the same at each run."""
     try:
-        stored = read_nexus_metadata(path).text("entry_identifier_uuid")
+        stored = read_nexus_metadata(check_allowed(map_path(path, files.path_map), files.allowed_roots)).text(
+            "entry_identifier_uuid")
     except FileRefused:
         stored = ""  # ingest() says what is wrong with the file
     return stored or str(uuid.uuid5(OFFLINE_JOB_NAMESPACE, os.path.realpath(path)))
@@ -1878,7 +1879,7 @@ class Ingestor:
         failed = 0
         try:
             for path in files:
-                finished = FinishedWriting(job_id=offline_job_id(path), file_name=path)
+                finished = FinishedWriting(job_id=offline_job_id(path, self.config.files), file_name=path)
                 outcome = self.ingest(finished, None)
                 self.record(outcome, finished, None, None)
                 failed += outcome.status == "failed"

@@ -168,13 +168,18 @@ def test_ingest_file_spools_what_fails_and_refuses_a_path_that_is_not_there(tmp_
     data = tmp_path / "data"
     data.mkdir()
     (data / "broken.hdf").write_text("not HDF5 at all")
-    config = offline_config(tmp_path, scicat.url, **{"files.wait_s": 0})
+    outside = tmp_path / "elsewhere" / "dream_123456_00000001.hdf"
+    stored_job_id = str(uuid.uuid4())
+    producer.write_nexus_file(str(outside), job_id=stored_job_id, events=10)
+    config = offline_config(tmp_path, scicat.url, **{"files.wait_s": 0, "files.allowed_roots": [str(data)]})
 
-    failed = ingest_files(tmp_path, config, data)
+    failed = ingest_files(tmp_path, config, data, outside)
     assert failed.process.returncode == 1
-    [record] = failed.spooled()
-    assert record["finished"]["file_name"] == str(data / "broken.hdf") and "HDF5" in record["reason"]
-    assert [a["outcome"] for a in failed.audit()] == ["failed"]
+    broken, elsewhere = failed.spooled()
+    assert broken["finished"]["file_name"] == str(data / "broken.hdf") and "HDF5" in broken["reason"]
+    assert elsewhere["finished"]["file_name"] == str(outside) and "outside the allowed roots" in elsewhere["reason"]
+    assert elsewhere["finished"]["job_id"] != stored_job_id  # a file outside the roots is not even opened
+    assert [a["outcome"] for a in failed.audit()] == ["failed", "failed"]
 
     missing = ingest_files(tmp_path, config, data / "nowhere.hdf")
     assert missing.process.returncode == 2
