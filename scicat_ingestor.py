@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import dataclasses
 import datetime as dt
+import fnmatch
 import grp
 import hashlib
 import json
 import logging
 import logging.handlers
+import math
 import os
 import pwd
 import random
@@ -93,6 +96,8 @@ class SciCatConfig:
     token: str = ""  # a static long-lived token, instead of username/password
     timeout_s: float = 30.0
     verify_tls: bool = True
+    # How long an answer about a proposal, instrument or sample is reused.
+    lookup_cache_s: float = 600.0
     max_retries: int = 5  # for connection errors, timeouts, 5xx and 429
     retry_backoff_s: float = 1.0
 
@@ -101,6 +106,28 @@ class SciCatConfig:
 class Ownable:
     ownerGroup: str
     accessGroups: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NexusValueRule:
+    """One entry of dataset.scientific_metadata: NeXus values to copy into scientificMetadata."""
+
+    # An absolute path in the file; each segment may be a glob pattern (*, ?, [..]),
+    # and a "**" segment stands for any number of groups.
+    path: str
+    # The scientificMetadata key. Default: the path below its first group, "/" -> "_"
+    # (/entry/sample/name -> sample_name). With several matches: <key>_<default key>.
+    key: str = ""
+
+
+# What ESS files carry (shared/docs/file-writer-messages.md): /entry's own values,
+# the sample and the people.
+ESS_SCIENTIFIC_METADATA = [
+    NexusValueRule("/entry/" + name)
+    for name in ("title", "experiment_identifier", "experiment_description", "entry_identifier",
+                 "entry_identifier_uuid", "start_time", "end_time", "definition", "instrument/name",
+                 "sample/*", "user_*/name")
+]
 
 
 @dataclass
@@ -117,6 +144,12 @@ class DatasetDefaults:
     owner: str = ""
     principal_investigator: str = ""
     creation_location: str = ""
+    # Added to accessGroups, so the ingestor's account can read back what it created
+    # when the proposal's groups are not its own.
+    ingestor_group: str = ""
+    scientific_metadata: list[NexusValueRule] = field(default_factory=lambda: list(ESS_SCIENTIFIC_METADATA))
+    # Longer text values read from the file are cut to this many characters.
+    max_text_length: int = 1000
 
 
 @dataclass
@@ -176,6 +209,9 @@ class Config:
     kafka: KafkaConfig
     scicat: SciCatConfig
     dataset: DatasetDefaults
+    # instruments.<NAME>: any dataset key, for that instrument's files; keys not given
+    # keep the dataset section's value. Parsed into complete DatasetDefaults.
+    instruments: dict[str, DatasetDefaults] = field(default_factory=dict)
     files: FilesConfig = field(default_factory=FilesConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
@@ -204,6 +240,8 @@ def _describe_type(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin in (Union, types.UnionType):
         return " or ".join(_describe_type(a) for a in args)
+    if origin is list and dataclasses.is_dataclass(args[0]):
+        return f"a list of objects ({', '.join(f.name for f in dataclasses.fields(args[0]))})"
     if origin is list:
         return f"a list of {_describe_type(args[0])}s"
     if origin is dict:
@@ -252,8 +290,11 @@ def _section_from_json(cls: type, raw: Any, where: str) -> Any:
                 f"{path}: unknown key (known in {where or 'the top level'}: {', '.join(known)})"
             )
         annotation = hints[key]
+        item_type = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
         if dataclasses.is_dataclass(annotation):
             values[key] = _section_from_json(annotation, value, path)
+        elif dataclasses.is_dataclass(item_type) and isinstance(value, list):
+            values[key] = [_section_from_json(item_type, item, f"{path}[{i}]") for i, item in enumerate(value)]
         elif not _has_type(value, annotation):
             raise ConfigError(
                 f"{path}: expected {_describe_type(annotation)}, got {json.dumps(value)[:60]}"
@@ -279,9 +320,37 @@ def parse_config(raw: Any) -> Config:
         if isinstance(kafka.get("topics"), str):
             kafka["topics"] = [t.strip() for t in kafka["topics"].split(",") if t.strip()]
         raw = {**raw, "kafka": kafka}
+    instruments: Any = {}
+    if isinstance(raw, dict):
+        raw = dict(raw)  # the caller's stays as it was
+        instruments = raw.pop("instruments", {})
+    if not isinstance(instruments, dict):
+        raise ConfigError(f"instruments: expected an object, got {type(instruments).__name__}")
     config = _section_from_json(Config, raw, "")
+    config.instruments = {
+        name: _section_from_json(DatasetDefaults, _over_dataset(raw["dataset"], settings, f"instruments.{name}"),
+                                 f"instruments.{name}")
+        for name, settings in instruments.items() if not name.startswith("#")
+    }
     _check_values(config)
+    _check_dataset_settings(config)
     return config
+
+
+def dataset_settings(config: Config, instrument: str) -> DatasetDefaults:
+    """The dataset settings for files of this instrument (names compared without case)."""
+    wanted = instrument.casefold()
+    return next((d for name, d in config.instruments.items() if name.casefold() == wanted), config.dataset)
+
+
+def _over_dataset(dataset: dict[str, Any], settings: Any, where: str) -> dict[str, Any]:
+    """An instrument's keys laid over the dataset section; "ownable" merged key by key."""
+    if not isinstance(settings, dict):
+        raise ConfigError(f"{where}: expected an object, got {type(settings).__name__}")
+    merged = {**dataset, **settings}
+    if isinstance(dataset.get("ownable"), dict) and isinstance(settings.get("ownable"), dict):
+        merged["ownable"] = {**dataset["ownable"], **settings["ownable"]}
+    return merged
 
 
 def _check_values(config: Config) -> None:
@@ -319,6 +388,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError("scicat: give scicat.username and scicat.password (or password_env), or scicat.token")
     if scicat.timeout_s <= 0 or scicat.max_retries < 0:
         raise ConfigError("scicat.timeout_s must be > 0 and scicat.max_retries >= 0")
+    if scicat.lookup_cache_s < 0:
+        raise ConfigError("scicat.lookup_cache_s: must be >= 0")
     if config.files.checksum not in CHECKSUM_ALGORITHMS:
         raise ConfigError(f"files.checksum: expected one of {', '.join(CHECKSUM_ALGORITHMS)}")
     for root in config.files.allowed_roots:
@@ -334,6 +405,21 @@ def _check_values(config: Config) -> None:
         raise ConfigError("health.port: expected 0 (off) or a TCP port up to 65535")
     if "@" not in config.dataset.contact_email:
         raise ConfigError("dataset.contact_email: expected an email address")
+
+
+def _check_dataset_settings(config: Config) -> None:
+    """Checks of the dataset settings, the dataset section's and each instrument's."""
+    for name, dataset in config.instruments.items():
+        if "@" not in dataset.contact_email:
+            raise ConfigError(f"instruments.{name}.contact_email: expected an email address")
+    for where, dataset in (("dataset", config.dataset),
+                           *((f"instruments.{name}", d) for name, d in config.instruments.items())):
+        for i, rule in enumerate(dataset.scientific_metadata):
+            if not rule.path.startswith("/") or rule.path.strip("/") == "":
+                raise ConfigError(f"{where}.scientific_metadata[{i}].path: expected an absolute path "
+                                  f"below the file's root, got {rule.path!r}")
+        if dataset.max_text_length < 1:
+            raise ConfigError(f"{where}.max_text_length: must be at least 1")
 
 
 def load_config(path: str, dry_run: bool = False) -> Config:
@@ -608,6 +694,8 @@ class NexusMetadata:
 
     values: dict[str, NexusValue] = field(default_factory=dict)  # by name, e.g. "title", "instrument_name"
     users: list[NexusUser] = field(default_factory=list)
+    # What dataset.scientific_metadata asks for, by key; values plain JSON (see read_scientific_metadata).
+    science: dict[str, NexusValue] = field(default_factory=dict)
 
     def text(self, name: str) -> str:
         value = self.values.get(name)
@@ -695,6 +783,22 @@ def _nx_class(node: Any) -> str:
     return str(_plain(node.attrs.get("NX_class", "")))
 
 
+@contextlib.contextmanager
+def open_nexus(path: str) -> typing.Iterator[Any]:
+    """The file open for reading with h5py; its errors told as FileNotReady."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            yield f
+    except FileNotFoundError:
+        raise FileNotReady(f"{path}: no such file") from None
+    except OSError as e:
+        # h5py reports "not an HDF5 file", permissions and lock errors as OSError;
+        # on NFS even a truncated view of a closed file is possible for a while.
+        raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
+
+
 def read_nexus_metadata(path: str) -> NexusMetadata:
     """Read /entry's metadata values and users from a NeXus file.
 
@@ -703,31 +807,134 @@ def read_nexus_metadata(path: str) -> NexusMetadata:
     """
     import h5py
 
-    try:
-        with h5py.File(path, "r") as f:
-            entry = f.get("entry")
-            if entry is None:
-                entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
-            if not isinstance(entry, h5py.Group):
-                raise FileRefused(f"{path}: no NXentry group in the file")
-            metadata = NexusMetadata()
-            for nexus_path, name in NEXUS_ENTRY_VALUES.items():
-                value = _read_scalar(entry.get(nexus_path))
-                if value is not None:
-                    metadata.values[name] = value
-            for group in entry.values():
-                if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
-                    found = {n: _read_scalar(group.get(n)) for n in NEXUS_USER_FIELDS}
-                    metadata.users.append(NexusUser(**{n: str(v.value) for n, v in found.items() if v}))
-            return metadata
-    except FileRefused:
-        raise
-    except FileNotFoundError:
-        raise FileNotReady(f"{path}: no such file") from None
-    except OSError as e:
-        # h5py reports "not an HDF5 file", permissions and lock errors as OSError;
-        # on NFS even a truncated view of a closed file is possible for a while.
-        raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
+    with open_nexus(path) as f:
+        entry = f.get("entry")
+        if entry is None:
+            entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
+        if not isinstance(entry, h5py.Group):
+            raise FileRefused(f"{path}: no NXentry group in the file")
+        metadata = NexusMetadata()
+        for nexus_path, name in NEXUS_ENTRY_VALUES.items():
+            value = _read_scalar(entry.get(nexus_path))
+            if value is not None:
+                metadata.values[name] = value
+        for group in entry.values():
+            if isinstance(group, h5py.Group) and _nx_class(group) == "NXuser":
+                found = {n: _read_scalar(group.get(n)) for n in NEXUS_USER_FIELDS}
+                metadata.users.append(NexusUser(**{n: str(v.value) for n, v in found.items() if v}))
+        return metadata
+
+
+# min and max of an array are read only up to this many elements: data arrays
+# (events, images) are gigabytes, and their first and last element say enough.
+ARRAY_STATISTICS_MAX_ELEMENTS = 1_000_000
+GLOB_CHARACTERS = frozenset("*?[")
+
+
+def _json_value(value: Any, max_text_length: int) -> Any:
+    """One element read from HDF5 as a JSON value SciCat stores: text cut, NaN and infinities as null."""
+    value = _plain(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, str) and len(value) > max_text_length:
+        return value[:max_text_length - 1] + "\u2026"
+    if isinstance(value, list):
+        return [_json_value(v, max_text_length) for v in value]
+    if value is not None and not isinstance(value, (str, int, float, bool)):
+        return _json_value(str(value), max_text_length)  # compound and reference types
+    return value
+
+
+def _array_summary(node: Any, max_text_length: int) -> dict[str, Any]:
+    """shape, dtype, first, last, min, max of an array dataset, reading only what is needed."""
+    import h5py
+    import numpy as np
+
+    numeric = node.dtype.kind in "biuf"
+    summary: dict[str, Any] = {
+        "shape": list(node.shape),
+        "dtype": "string" if h5py.check_string_dtype(node.dtype) else str(node.dtype),
+    }
+    if node.size == 0:
+        return summary
+    summary["first"] = _json_value(node[(0,) * node.ndim], max_text_length)
+    summary["last"] = _json_value(node[tuple(n - 1 for n in node.shape)], max_text_length)
+    if numeric and node.size <= ARRAY_STATISTICS_MAX_ELEMENTS:
+        values = node[()]
+        values = values[np.isfinite(values)] if node.dtype.kind == "f" else values
+        if values.size:
+            summary["min"] = _json_value(values.min(), max_text_length)
+            summary["max"] = _json_value(values.max(), max_text_length)
+    return summary
+
+
+def _children(group: Any, names: list[str]) -> typing.Iterator[tuple[str, Any]]:
+    for name in names:
+        try:
+            yield name, group.get(name)
+        except (KeyError, OSError):  # a broken or external link
+            continue
+
+
+def _matching_datasets(group: Any, segments: list[str], here: str) -> typing.Iterator[tuple[str, Any]]:
+    """(path, dataset) of every dataset below ``group`` that the path pattern's segments match."""
+    import h5py
+
+    pattern, rest = segments[0], segments[1:]
+    if pattern == "**":  # no group at all, or one more group and "**" again
+        for name, node in _children(group, sorted(group.keys())):
+            if isinstance(node, h5py.Group):
+                yield from _matching_datasets(node, segments, f"{here}/{name}")
+            elif not rest and isinstance(node, h5py.Dataset):  # a last "**": every dataset below
+                yield f"{here}/{name}", node
+        if rest:
+            yield from _matching_datasets(group, rest, here)
+        return
+    if GLOB_CHARACTERS & set(pattern):
+        names = sorted(name for name in group.keys() if fnmatch.fnmatchcase(name, pattern))
+    else:
+        names = [pattern] if pattern in group else []
+    for name, node in _children(group, names):
+        if not rest and isinstance(node, h5py.Dataset):
+            yield f"{here}/{name}", node
+        elif rest and isinstance(node, h5py.Group):
+            yield from _matching_datasets(node, rest, f"{here}/{name}")
+
+
+def default_key(path: str) -> str:
+    """/entry/sample/name -> sample_name: the path below its first group."""
+    parts = path.strip("/").split("/")
+    return "_".join(parts[1:] or parts)
+
+
+def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_length: int) -> dict[str, NexusValue]:
+    """The values the rules name, by key: scalars as JSON values, arrays as summaries, units from ``units``."""
+    found: dict[str, NexusValue] = {}
+    with open_nexus(path) as f:
+        for rule in rules:
+            # A dict: "**" can reach one dataset in more than one way.
+            matches = dict(_matching_datasets(f, [s for s in rule.path.split("/") if s], ""))
+            for node_path, node in matches.items():
+                if rule.key and len(matches) > 1:
+                    key = f"{rule.key}_{default_key(node_path)}"
+                else:
+                    key = rule.key or default_key(node_path)
+                try:
+                    found[key] = _read_value(node, max_text_length)
+                except OSError as e:  # e.g. compressed with a filter this host lacks: one value lost, not the file
+                    logger.warning("%s: cannot read %s (%s); left out of scientificMetadata", path, node_path, e)
+    return found
+
+
+def _read_value(node: Any, max_text_length: int) -> NexusValue:
+    if node.shape is None:  # an HDF5 null dataspace: no value at all
+        value = None
+    elif node.size == 1:
+        value = _json_value(node[()], max_text_length)
+    else:
+        value = _array_summary(node, max_text_length)
+    units = node.attrs.get("units")
+    return NexusValue(value, "" if units is None else str(_plain(units)))
 
 
 def compute_checksum(path: str, algorithm: str) -> str:
@@ -778,30 +985,36 @@ def describe_file(path: str, checksum_algorithm: str) -> DataFile:
 # =============================================================================
 #
 # Where each dataset field comes from, first that has a value wins
-# ("metadata" is the run start's metadata JSON updated by the wrdn's):
+# ("metadata" is the run start's metadata JSON updated by the wrdn's; "dataset."
+# keys are the instrument's own under instruments.<NAME>, else the dataset section's;
+# "proposal", "instrument", "sample" are what SciCat answered when asked, section 5):
 #
 #   datasetName          run name, NeXus title, file name without extension
 #   description          NeXus title, run start's title, experiment_description
 #   proposalId           metadata proposal_id, NeXus experiment_identifier,
 #                        run start's experiment_identifier, dataset.default_proposal_id
 #   owner                metadata owner, first NeXus user's name, dataset.owner, ownerGroup
-#   principalInvestigator metadata principal_investigator, first NeXus user's name,
-#                        dataset.principal_investigator, owner
+#   principalInvestigator metadata principal_investigator, the proposal's PI,
+#                        first NeXus user's name, dataset.principal_investigator, owner
 #   contactEmail         metadata contact_email, NeXus users' emails (";"-joined),
-#                        dataset.contact_email
-#   ownerGroup           metadata owner_group, dataset.ownable.ownerGroup
-#   accessGroups         metadata access_groups, dataset.ownable.accessGroups
+#                        the proposal's pi_email or email, dataset.contact_email
+#   ownerGroup           metadata owner_group, the proposal's, dataset.ownable.ownerGroup
+#   accessGroups         metadata access_groups, the proposal's, dataset.ownable.accessGroups;
+#                        then dataset.ingestor_group added
 #   instrument name      metadata instrument_name, run start's instrument_name,
 #                        NeXus instrument/name, dataset.instrument_name
-#   instrumentId         metadata instrument_id, dataset.instrument_id
+#   instrumentId         the instrument SciCat has under metadata instrument_id or
+#                        dataset.instrument_id, else under the instrument name
+#   sampleId             the first of metadata sample_id, NeXus sample/name that SciCat has
 #   creationLocation     metadata creation_location, dataset.creation_location,
 #                        instrument name
 #   sourceFolder         the folder of the file as this host sees it
 #   creationTime         the file's modification time, UTC
 #   startTime, endTime   NeXus start_time/end_time, run start's start/stop time
 #   runNumber            NeXus entry_identifier
-#   scientificMetadata   NeXus values, metadata keys, then the writer's job_id,
-#                        run_name, service_id, run start/stop times (these last win)
+#   scientificMetadata   the NeXus values dataset.scientific_metadata names, metadata keys,
+#                        then the writer's job_id, run_name, service_id, run start/stop
+#                        times (these last win)
 
 SCICAT_REQUIRED = ("owner", "ownerGroup", "contactEmail", "principalInvestigator", "creationLocation")
 
@@ -810,9 +1023,60 @@ class IncompleteDataset(Exception):
     """Nothing gave a value for fields SciCat requires."""
 
 
+@dataclass
+class Proposal:
+    """What the mapping takes from a SciCat proposal."""
+
+    proposal_id: str
+    owner_group: str = ""
+    access_groups: list[str] = field(default_factory=list)
+    principal_investigator: str = ""
+    contact_email: str = ""
+
+
+@dataclass
+class CatalogueFacts:
+    """What SciCat knows of a dataset's proposal, instrument and sample (looked up in section 5)."""
+
+    proposal: Optional[Proposal] = None
+    instrument_id: str = ""
+    sample_id: str = ""
+
+
 def first(*candidates: Any) -> Any:
     """The first candidate that is not empty."""
     return next((c for c in candidates if c not in (None, "", [], {})), "")
+
+
+def message_metadata(run_start: Optional[RunStart], finished: FinishedWriting) -> dict[str, Any]:
+    """The run start's metadata JSON, updated by the wrdn's."""
+    return {**(run_start.metadata if run_start else {}), **finished.metadata}
+
+
+def instrument_name(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
+                    defaults: DatasetDefaults) -> str:
+    return str(first(message_metadata(run_start, finished).get("instrument_name"),
+                     run_start.instrument_name if run_start else "", nexus.text("instrument_name"),
+                     defaults.instrument_name))
+
+
+def proposal_id(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
+                defaults: DatasetDefaults) -> str:
+    return str(first(message_metadata(run_start, finished).get("proposal_id"), nexus.text("experiment_identifier"),
+                     run_start.structure_values.get("experiment_identifier") if run_start else "",
+                     defaults.default_proposal_id))
+
+
+def sample_candidates(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata) -> list[str]:
+    """Names that may be a SciCat sample id, most explicit first."""
+    named = (message_metadata(run_start, finished).get("sample_id"), nexus.text("sample_name"))
+    return [str(n) for n in named if n not in (None, "")]
+
+
+def instrument_id_candidates(run_start: Optional[RunStart], finished: FinishedWriting,
+                             defaults: DatasetDefaults) -> list[str]:
+    named = (message_metadata(run_start, finished).get("instrument_id"), defaults.instrument_id)
+    return [str(n) for n in named if n not in (None, "")]
 
 
 def iso_utc(seconds: float) -> str:
@@ -835,8 +1099,8 @@ def iso_or_empty(text: str) -> str:
 
 
 def safe_key(key: str) -> str:
-    """A scientificMetadata key SciCat stores: no '.', no '$' (MongoDB field names)."""
-    return key.replace(".", "_").replace("$", "_").strip() or "_"
+    """A scientificMetadata key SciCat stores: no '.', no '$', no NUL (MongoDB field names)."""
+    return key.replace(".", "_").replace("$", "_").replace("\0", "_").strip() or "_"
 
 
 def safe_keys(value: Any) -> Any:
@@ -855,7 +1119,7 @@ def build_scientific_metadata(
     run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata, metadata: dict[str, Any]
 ) -> dict[str, Any]:
     science: dict[str, Any] = {}
-    for name, value in nexus.values.items():
+    for name, value in nexus.science.items():
         science[safe_key(name)] = scientific_entry(value.value, value.unit)
     for key, value in metadata.items():
         if isinstance(value, dict) and "value" in value:  # already {value, unit}
@@ -881,46 +1145,47 @@ def build_dataset(
     nexus: NexusMetadata,
     data_file: DataFile,
     defaults: DatasetDefaults,
+    facts: Optional[CatalogueFacts] = None,
 ) -> dict[str, Any]:
     """The SciCat raw dataset for one finished file (see the mapping above)."""
     run = run_start or RunStart(job_id=finished.job_id, filename=finished.file_name)
     structure = run.structure_values
-    metadata = {**run.metadata, **finished.metadata}
+    metadata = message_metadata(run_start, finished)
+    facts = facts or CatalogueFacts()
+    proposal = facts.proposal or Proposal(proposal_id="")
     first_user = next((u.name for u in nexus.users if u.name), "")
     user_emails = [u.email for u in nexus.users if "@" in u.email]
     folder, file_name = os.path.split(data_file.path)
 
-    owner_group = first(metadata.get("owner_group"), defaults.ownable.ownerGroup)
+    owner_group = first(metadata.get("owner_group"), proposal.owner_group, defaults.ownable.ownerGroup)
     owner = first(metadata.get("owner"), first_user, defaults.owner, owner_group)
-    instrument = first(
-        metadata.get("instrument_name"), run.instrument_name, nexus.text("instrument_name"), defaults.instrument_name
-    )
+    access_groups = list(first(metadata.get("access_groups"), proposal.access_groups, defaults.ownable.accessGroups)
+                         or [])
+    if defaults.ingestor_group and defaults.ingestor_group not in (owner_group, *access_groups):
+        access_groups.append(defaults.ingestor_group)
     dataset: dict[str, Any] = {
         "type": "raw",
         "datasetName": first(run.run_name, nexus.text("title"), os.path.splitext(file_name)[0]),
         "description": first(nexus.text("title"), structure.get("title"), nexus.text("experiment_description")),
         "owner": owner,
         "ownerGroup": owner_group,
-        "accessGroups": list(first(metadata.get("access_groups"), defaults.ownable.accessGroups) or []),
-        "contactEmail": first(metadata.get("contact_email"), ";".join(user_emails), defaults.contact_email),
+        "accessGroups": access_groups,
+        "contactEmail": first(metadata.get("contact_email"), ";".join(user_emails), proposal.contact_email,
+                              defaults.contact_email),
         "principalInvestigator": first(
             metadata.get("principal_investigator"),
+            proposal.principal_investigator,
             first_user,
             defaults.principal_investigator,
             owner,
         ),
-        "creationLocation": first(metadata.get("creation_location"), defaults.creation_location, instrument),
+        "creationLocation": first(metadata.get("creation_location"), defaults.creation_location,
+                                  instrument_name(run_start, finished, nexus, defaults)),
         "sourceFolder": folder,
         "creationTime": iso_utc(data_file.mtime),
-        "proposalId": str(
-            first(
-                metadata.get("proposal_id"),
-                nexus.text("experiment_identifier"),
-                structure.get("experiment_identifier"),
-                defaults.default_proposal_id,
-            )
-        ),
-        "instrumentId": str(first(metadata.get("instrument_id"), defaults.instrument_id)),
+        "proposalId": proposal_id(run_start, finished, nexus, defaults),
+        "instrumentId": facts.instrument_id,
+        "sampleId": facts.sample_id,
         "startTime": first(iso_or_empty(nexus.text("start_time")), ms_to_iso(run.start_time_ms)),
         "endTime": first(iso_or_empty(nexus.text("end_time")), ms_to_iso(run.stop_time_ms)),
         "runNumber": nexus.text("entry_identifier") or structure.get("entry_identifier", ""),
@@ -1005,6 +1270,46 @@ class LatencyHistogram:
         return 1000 * self.total_s / self.count if self.count else 0.0
 
 
+class LookupCache:
+    """SciCat's answers about proposals, instruments and samples, reused for ttl_s.
+
+    Files come one after another from the same proposal and instrument; an entry
+    made in SciCat later (a proposal synchronised late) is seen once ttl_s is up.
+    """
+
+    CAPACITY = 1000  # bounded: the daemon runs for years
+
+    def __init__(self, ttl_s: float):
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
+
+    def get(self, kind: str, key: str, fetch: typing.Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        cached = self._entries.get((kind, key))
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        value = fetch()  # a SciCatError is not kept: the next file asks again
+        self._entries[(kind, key)] = (now + self.ttl_s, value)
+        self._entries.move_to_end((kind, key))
+        while len(self._entries) > self.CAPACITY:
+            self._entries.popitem(last=False)
+        return value
+
+
+def proposal_from_scicat(doc: dict[str, Any]) -> Proposal:
+    def text(name: str) -> str:
+        return str(doc.get(name) or "").strip()
+
+    email = first(text("pi_email"), text("email"))
+    return Proposal(
+        proposal_id=text("proposalId"),
+        owner_group=text("ownerGroup"),
+        access_groups=[str(g) for g in doc.get("accessGroups") or [] if g],
+        principal_investigator=first(" ".join(filter(None, (text("pi_firstname"), text("pi_lastname")))), email),
+        contact_email=email if "@" in email else "",
+    )
+
+
 class SciCatClient:
     """SciCat's REST API: log in, keep the token fresh, create and find datasets."""
 
@@ -1022,6 +1327,7 @@ class SciCatClient:
         self.session.headers["Accept"] = "application/json"
         self._token = config.token
         self._token_renew_at = float("inf") if config.token else 0.0
+        self.lookups = LookupCache(config.lookup_cache_s)
 
     # -- authentication --------------------------------------------------------
 
@@ -1118,6 +1424,50 @@ class SciCatClient:
         path = f"/Datasets/{urllib.parse.quote(pid, safe='')}/origdatablocks"
         return bool(self._json("GET", path, "reading origdatablocks"))
 
+    # -- lookups (cached) --------------------------------------------------------
+
+    def _look_up(self, path: str, what: str, params: Any = None) -> Any:
+        """A lookup's JSON answer; None when SciCat has nothing there, or will not show it to us."""
+        response = self.request("GET", path, params=params)
+        if response.status_code == 403:
+            logger.warning("SciCat does not let %s read %s (HTTP 403): taken as not found",
+                           self.config.username or "this token", what)
+            return None
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise SciCatError(f"SciCat refused {what}", response.status_code, response.text)
+        try:
+            return response.json() or None  # an absent instrument id answers 200 with null
+        except ValueError:
+            raise SciCatError(f"SciCat answered {what} without JSON", response.status_code, response.text) from None
+
+    def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
+        def fetch() -> Optional[Proposal]:
+            doc = self._look_up("/Proposals/" + urllib.parse.quote(proposal_id, safe=""), f"proposal {proposal_id}")
+            return proposal_from_scicat(doc) if isinstance(doc, dict) else None
+
+        return self.lookups.get("proposal", proposal_id, fetch)
+
+    def instrument_exists(self, instrument_id: str) -> bool:
+        path = "/Instruments/" + urllib.parse.quote(instrument_id, safe="")
+        return self.lookups.get("instrument", instrument_id,
+                                lambda: isinstance(self._look_up(path, f"instrument {instrument_id}"), dict))
+
+    def find_instrument_by_name(self, name: str) -> str:
+        """The pid of the instrument with this name; "" when SciCat has none."""
+        def fetch() -> str:
+            where = {"where": {"name": name}, "limit": 1}
+            found = self._look_up("/Instruments", f"instrument {name}", {"filter": json.dumps(where)})
+            return str(found[0].get("pid") or "") if isinstance(found, list) and found else ""
+
+        return self.lookups.get("instrument name", name, fetch)
+
+    def sample_exists(self, sample_id: str) -> bool:
+        path = "/Samples/" + urllib.parse.quote(sample_id, safe="")
+        return self.lookups.get("sample", sample_id,
+                                lambda: isinstance(self._look_up(path, f"sample {sample_id}"), dict))
+
 
 def probe_scicat(config: SciCatConfig) -> tuple[bool, str]:
     """Is SciCat up: its unauthenticated GET /health, on a connection of its own (safe from any thread)."""
@@ -1143,7 +1493,8 @@ class DryRunCatalogue:
         self.latency = LatencyHistogram()
 
     def login(self) -> None:
-        logger.info("dry run: nothing will be written to SciCat")
+        logger.info("dry run: nothing will be written to SciCat, nor asked: proposals, instruments and samples "
+                    "count as not found")
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         logger.info("dry run: would create dataset %s", json.dumps(dataset, sort_keys=True))
@@ -1160,6 +1511,21 @@ class DryRunCatalogue:
         return None
 
     def has_origdatablock(self, pid: str) -> bool:
+        return False
+
+    # Nothing is asked of SciCat in a dry run: proposal, instrument and sample
+    # count as not found, and the configured defaults show instead.
+
+    def find_proposal(self, proposal_id: str) -> None:
+        return None
+
+    def instrument_exists(self, instrument_id: str) -> bool:
+        return False
+
+    def find_instrument_by_name(self, name: str) -> str:
+        return ""
+
+    def sample_exists(self, sample_id: str) -> bool:
         return False
 
 
@@ -1295,6 +1661,38 @@ class Statistics:
         )
 
 
+NEXUS_EXTENSIONS = (".hdf", ".hdf5", ".h5", ".nxs", ".nx5", ".nexus")
+
+
+def nexus_files_under(path: str) -> list[str]:
+    """The path itself if it is a file, else the NeXus files below the folder, sorted.
+    Hidden files are left out: writers keep a file there until it is complete."""
+    if not os.path.isdir(path):
+        return [os.path.abspath(path)]
+    found = []
+    for folder, subfolders, names in os.walk(path):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        found += [os.path.join(os.path.abspath(folder), n) for n in sorted(names)
+                  if n.lower().endswith(NEXUS_EXTENSIONS) and not n.startswith(".")]
+    return found
+
+
+# Fixed forever: job ids of files ingested by --ingest-file that carry none.
+OFFLINE_JOB_NAMESPACE = uuid.UUID("0d4a5e36-2f1b-4c8e-b1a7-6e0f9c3d2a57")
+
+
+def offline_job_id(path: str, files: FilesConfig) -> str:
+    """The job id a file given to --ingest-file goes by: the one the file writer stored in it
+    (entry_identifier_uuid, so a file the loop ingested already is found), else one made from
+    the real path, the same at each run."""
+    try:
+        stored = read_nexus_metadata(check_allowed(map_path(path, files.path_map), files.allowed_roots)).text(
+            "entry_identifier_uuid")
+    except FileRefused:
+        stored = ""  # ingest() says what is wrong with the file
+    return stored or str(uuid.uuid5(OFFLINE_JOB_NAMESPACE, os.path.realpath(path)))
+
+
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
@@ -1343,8 +1741,10 @@ class Ingestor:
 
     # -- one finished file -----------------------------------------------------
 
-    def read_file(self, finished: FinishedWriting, durations: dict[str, float]) -> tuple[NexusMetadata, DataFile]:
-        """The file's metadata and description, waiting up to files.wait_s for it to be readable."""
+    def read_file(self, finished: FinishedWriting, run_start: Optional[RunStart],
+                  durations: dict[str, float]) -> tuple[NexusMetadata, DataFile, DatasetDefaults]:
+        """The file's metadata and description, and its instrument's dataset settings,
+        waiting up to files.wait_s for the file to be readable."""
         files = self.config.files
         path = check_allowed(map_path(finished.file_name, files.path_map), files.allowed_roots)
         deadline = time.monotonic() + files.wait_s
@@ -1353,11 +1753,14 @@ class Ingestor:
             try:
                 started = time.monotonic()
                 nexus = read_nexus_metadata(path)
+                # Which values to extract is the instrument's choice, and the file may be what names it.
+                settings = dataset_settings(self.config, instrument_name(run_start, finished, nexus, self.config.dataset))
+                nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length)
                 durations["metadata_s"] = time.monotonic() - started
                 started = time.monotonic()
                 data_file = describe_file(path, files.checksum)
                 durations["checksum_s"] = time.monotonic() - started
-                return nexus, data_file
+                return nexus, data_file, settings
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
                     raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
@@ -1373,12 +1776,11 @@ class Ingestor:
         """
         catalogue = self.catalogue
         job_id = dataset["scientificMetadata"]["job_id"]["value"]
-        if "pid" in dataset:
-            existing = catalogue.get_dataset(dataset["pid"])
-        elif self.config.options.check_by_job_id:
+        existing = catalogue.get_dataset(dataset["pid"]) if "pid" in dataset else None
+        # Also by job id when the pid finds nothing: --ingest-file names a file by this
+        # host's path, the loop by the writer's, so the same file may get another pid.
+        if existing is None and self.config.options.check_by_job_id:
             existing = catalogue.find_dataset_by_job(job_id)
-        else:
-            existing = None
         if existing is None:
             try:
                 existing = catalogue.post_dataset(dataset)
@@ -1397,6 +1799,26 @@ class Ingestor:
             catalogue.post_origdatablock(build_origdatablock(pid, dataset, data_file))
         return status, pid
 
+    def look_up(self, run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
+                settings: DatasetDefaults) -> CatalogueFacts:
+        """Ask SciCat (cached) for the proposal, instrument and sample the file belongs to."""
+        catalogue = self.catalogue
+        proposal_named = proposal_id(run_start, finished, nexus, settings)
+        proposal = catalogue.find_proposal(proposal_named) if proposal_named else None
+        if proposal_named and proposal is None:
+            logger.info("no proposal %s found in SciCat: groups and people from the configuration", proposal_named)
+        instrument_id = ""
+        for candidate in instrument_id_candidates(run_start, finished, settings):
+            if catalogue.instrument_exists(candidate):
+                instrument_id = candidate
+                break
+            logger.warning("instrument id %s is not in SciCat; looking the instrument up by name", candidate)
+        instrument = instrument_name(run_start, finished, nexus, settings)
+        if not instrument_id and instrument:
+            instrument_id = catalogue.find_instrument_by_name(instrument)
+        sample_id = next((s for s in sample_candidates(run_start, finished, nexus) if catalogue.sample_exists(s)), "")
+        return CatalogueFacts(proposal, instrument_id, sample_id)
+
     def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart]) -> Outcome:
         """Ingest the file a wrdn announces; every failure becomes an Outcome."""
         if finished.error_encountered:
@@ -1404,8 +1826,9 @@ class Ingestor:
         durations: dict[str, float] = {}
         started = time.monotonic()
         try:
-            nexus, data_file = self.read_file(finished, durations)
-            dataset = build_dataset(run_start, finished, nexus, data_file, self.config.dataset)
+            nexus, data_file, settings = self.read_file(finished, run_start, durations)
+            facts = self.look_up(run_start, finished, nexus, settings)
+            dataset = build_dataset(run_start, finished, nexus, data_file, settings, facts)
             status, pid = self.publish(dataset, data_file)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
             return Outcome("failed", str(e), durations=durations)
@@ -1577,6 +2000,30 @@ class Ingestor:
             self.log_statistics()
             self.consumer.close()
             logger.info("consumer closed; stopped")
+
+    def ingest_files(self, paths: list[str]) -> int:
+        """--ingest-file: ingest files (or the NeXus files under folders) without Kafka,
+        as if their wrdn had come; 0 when none failed."""
+        missing = [path for path in paths if not os.path.exists(path)]
+        if missing:
+            logger.error("--ingest-file: no such file or folder: %s", ", ".join(missing))
+            return 2
+        files = [found for path in paths for found in nexus_files_under(path)]
+        self.catalogue.login()
+        logger.info("ingesting %d files given on the command line", len(files))
+        failed = 0
+        try:
+            for path in files:
+                finished = FinishedWriting(job_id=offline_job_id(path, self.config.files), file_name=path)
+                outcome = self.ingest(finished, None)
+                self.record(outcome, finished, None, None)
+                failed += outcome.status == "failed"
+        except StopRequested:
+            logger.info("stopped: the files not yet ingested are ingested by running the same command again")
+            return 1
+        finally:
+            self.log_statistics()
+        return 1 if failed else 0
 
     def replay(self, spool_file: str) -> int:
         """Ingest the spooled records again; keep those that still fail. 0 when none is left."""
@@ -1847,6 +2294,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser.add_argument("--replay", metavar="SPOOL_FILE", nargs="?", const="", default=None,
                         help="ingest the spooled failures again (default: the spool.directory's failed.jsonl), "
                         "keep those that still fail, and exit: 0 when none is left")
+    parser.add_argument("--ingest-file", metavar="PATH", nargs="+", default=None,
+                        help="ingest these files, or every NeXus file under these folders, without Kafka (to "
+                        "backfill files written while the ingestor was down), and exit: 0 when none failed")
     parser.add_argument("--check-config", action="store_true",
                         help="check the configuration, Kafka and its topics, the SciCat login, the file roots, "
                         "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing")
@@ -1926,6 +2376,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         if args.replay is not None:
             return ingestor.replay(args.replay)
+        if args.ingest_file:
+            return ingestor.ingest_files(args.ingest_file)
         ingestor.run()
     except SciCatError as e:
         logger.critical("cannot start: %s", e)

@@ -1,7 +1,7 @@
 """A strict stand-in for the SciCat backend's REST API, for the tests.
 
 It enforces the contract of docs/scicat-api.md (login and tokens, who may create
-what, the raw dataset and origdatablock payloads, the lookups), answers like the
+and read what, the raw dataset and origdatablock payloads, the lookups), answers like the
 real backend (scicat-backend-next 4.x) does, including its sharp edges, and lets a
 test look inside and inject faults. Field tables are hard-coded from the backend's
 own OpenAPI document (CreateRawDatasetObsoleteDto, CreateOrigDatablockDto,
@@ -392,12 +392,16 @@ class SciCatStandIn:
     def __init__(self, *, users: dict[str, str] | None = None,
                  user_groups: dict[str, list[str]] | None = None,
                  privileged_users: set[str] | None = None, pid_users: set[str] | None = None,
+                 admin_users: set[str] | None = None,
                  token_lifetime_s: float = 3600, static_tokens: set[str] | dict[str, str] | None = None,
                  pid_prefix: str = "20.500.12269", delay_s: float = 0.0):
         self._users = dict(users if users is not None else {"ingestor": "secret"})
         self._user_groups = {k: list(v) for k, v in (user_groups or {}).items()}
         self._privileged = set(privileged_users if privileged_users is not None else {"ingestor"})
         self._pid_users = set(pid_users or ())
+        # ADMIN_GROUPS: read everything. Anyone else reads only what one of its groups owns or
+        # may access, or what is published: a privileged creator is not an admin.
+        self._admins = set(admin_users if admin_users is not None else {"ingestor"})
         self.token_lifetime_s = token_lifetime_s
         # A static token acts as a given user (dict) or as the first user in `users` (set).
         first_user = next(iter(self._users), "ingestor")
@@ -466,16 +470,29 @@ class SciCatStandIn:
     # -- seeding, inspection, faults (for the tests) ----------------------------------
 
     def add_proposal(self, doc: dict[str, Any]) -> None:
-        with self._lock:
-            self._proposals[doc["proposalId"]] = copy.deepcopy(doc)
+        """A proposal as the backend stores it (ProposalClass); refuses one a real backend would not hold."""
+        self._seed(self._proposals, "proposalId", doc, ("proposalId", "ownerGroup", "email", "title"),
+                   {"accessGroups": [], "isPublished": False, "type": "Default Proposal", "MeasurementPeriodList": []})
 
     def add_sample(self, doc: dict[str, Any]) -> None:
-        with self._lock:
-            self._samples[doc["sampleId"]] = copy.deepcopy(doc)
+        """A sample as the backend stores it (OutputSampleDto)."""
+        self._seed(self._samples, "sampleId", doc, ("sampleId", "ownerGroup"),
+                   {"accessGroups": [], "isPublished": False, "sampleCharacteristics": {}})
 
     def add_instrument(self, doc: dict[str, Any]) -> None:
+        """An instrument as the backend stores it (Instrument)."""
+        self._seed(self._instruments, "pid", doc, ("pid", "uniqueName", "name"), {"customMetadata": {}})
+
+    def _seed(self, table: dict[str, dict[str, Any]], key: str, doc: dict[str, Any], required: tuple[str, ...],
+              defaults: dict[str, Any]) -> None:
+        missing = [name for name in required if not isinstance(doc.get(name), str) or not doc[name]]
+        if missing:
+            raise ValueError(f"the backend requires {', '.join(missing)}: cannot seed {doc}")
+        now = _now()
+        stored = {**defaults, **copy.deepcopy(doc), "createdBy": "admin", "updatedBy": "admin",
+                  "createdAt": now, "updatedAt": now}
         with self._lock:
-            self._instruments[doc["pid"]] = copy.deepcopy(doc)
+            table[doc[key]] = stored
 
     def _snapshot(self, value: Any) -> Any:
         with self._lock:
@@ -566,14 +583,14 @@ class SciCatStandIn:
             ("GET", ("health",), lambda req: Answer(200, {"status": "ok", "info": {"database": {"status": "up"}}}),
              False),
             ("POST", ("datasets",), self._create_dataset, True),
-            ("GET", ("datasets",), lambda req: self._find(req, self._datasets.values()), True),
+            ("GET", ("datasets",), lambda req: self._find(req, self._readable(req.user, self._datasets)), True),
             ("GET", ("datasets", None), self._get_dataset, True),
             ("POST", ("datasets", None, "origdatablocks"), self._create_block, True),
             ("GET", ("datasets", None, "origdatablocks"), self._blocks_of_dataset, True),
             ("POST", ("origdatablocks",), self._create_block, True),
             ("GET", ("origdatablocks",), lambda req: self._find(req, self._blocks), True),
-            ("GET", ("proposals", None), lambda req: self._lookup(self._proposals, req.args[0]), True),
-            ("GET", ("samples", None), lambda req: self._lookup(self._samples, req.args[0]), True),
+            ("GET", ("proposals", None), lambda req: self._lookup(self._proposals, req), True),
+            ("GET", ("samples", None), lambda req: self._lookup(self._samples, req), True),
             ("GET", ("instruments", None),
              lambda req: Answer(200, self._snapshot(self._instruments.get(req.args[0]))), True),  # null if absent
             ("GET", ("instruments",), lambda req: self._find(req, self._instruments.values()), True),
@@ -644,6 +661,16 @@ class SciCatStandIn:
     def _groups_of(self, user: str) -> list[str]:
         return self._user_groups.get(user, [user])
 
+    def _may_read(self, user: str, doc: dict[str, Any]) -> bool:
+        if user in self._admins or doc.get("isPublished") is True:
+            return True
+        groups = self._groups_of(user)
+        return doc.get("ownerGroup") in groups or any(g in groups for g in doc.get("accessGroups") or [])
+
+    def _readable(self, user: str, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+        with self._lock:
+            return [doc for doc in table.values() if self._may_read(user, doc)]
+
     def _may_create_dataset(self, user: str, body: dict[str, Any]) -> bool:
         if user in self._privileged:  # CREATE_DATASET_PRIVILEGED_GROUPS
             return True
@@ -695,7 +722,9 @@ class SciCatStandIn:
     def _get_dataset(self, req: Request) -> Answer:
         with self._lock:
             doc = copy.deepcopy(self._datasets.get(req.args[0]))
-        return Answer(200, doc) if doc is not None else _error(404, "Dataset not found", error="Not Found")
+        if doc is None:
+            return _error(404, "Dataset not found", error="Not Found")
+        return Answer(200, doc) if self._may_read(req.user, doc) else FORBIDDEN
 
     # -- origdatablocks ---------------------------------------------------------------
 
@@ -736,13 +765,17 @@ class SciCatStandIn:
         with self._lock:
             if req.args[0] not in self._datasets:
                 return _error(404, "Dataset not found", error="Not Found")
+            if not self._may_read(req.user, self._datasets[req.args[0]]):
+                return FORBIDDEN
             return Answer(200, [copy.deepcopy(b) for b in self._blocks if b["datasetId"] == req.args[0]])
 
     # -- reads ------------------------------------------------------------------------
 
-    def _lookup(self, table: dict[str, dict[str, Any]], key: str) -> Answer:
-        doc = self._snapshot(table.get(key))
-        return Answer(200, doc) if doc is not None else _error(404, "Not Found", error="Not Found")
+    def _lookup(self, table: dict[str, dict[str, Any]], req: Request) -> Answer:
+        doc = self._snapshot(table.get(req.args[0]))
+        if doc is None:
+            return _error(404, "Not Found", error="Not Found")
+        return Answer(200, doc) if self._may_read(req.user, doc) else FORBIDDEN
 
     def _find(self, req: Request, docs: Any) -> Answer:
         """?filter={"where": {...}, "limit": n} (the doc's form) or "limits": {"limit", "skip"} (the backend's)."""

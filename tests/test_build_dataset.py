@@ -36,8 +36,8 @@ def finished(**fields) -> si.FinishedWriting:
     return si.FinishedWriting(**{"job_id": "job-1", "file_name": FILE.path, "service_id": "kafka-to-nexus:h", **fields})
 
 
-def build(rs=None, fw=None, nx=None, defaults=DEFAULTS, data_file=FILE) -> dict:
-    return si.build_dataset(rs, fw or finished(), nx or nexus(), data_file, defaults)
+def build(rs=None, fw=None, nx=None, defaults=DEFAULTS, data_file=FILE, facts=None) -> dict:
+    return si.build_dataset(rs, fw or finished(), nx or nexus(), data_file, defaults, facts)
 
 
 # -- datasetName, description ----------------------------------------------------
@@ -121,6 +121,49 @@ def test_owner_and_pi_fall_back_to_the_owner_group():
     assert dataset["owner"] == "ess" and dataset["principalInvestigator"] == "ess"
 
 
+# -- the proposal SciCat has ------------------------------------------------------------
+
+PROPOSAL = si.Proposal(proposal_id="123456", owner_group="p123456", access_groups=["dream", "p123456-team"],
+                       principal_investigator="Marie Curie", contact_email="marie@example.org")
+
+
+def test_groups_and_pi_come_from_the_proposal():
+    dataset = build(nx=nexus(users=USERS), facts=si.CatalogueFacts(proposal=PROPOSAL))
+    assert dataset["ownerGroup"] == "p123456"
+    assert dataset["accessGroups"] == ["dream", "p123456-team"]
+    assert dataset["principalInvestigator"] == "Marie Curie"  # not the file's first user
+    assert dataset["owner"] == "Ada Lovelace"
+    assert dataset["contactEmail"] == "ada@example.org;lise@example.org"  # the people in the file first
+
+
+def test_the_proposals_email_is_the_contact_when_the_file_names_none():
+    assert build(facts=si.CatalogueFacts(proposal=PROPOSAL))["contactEmail"] == "marie@example.org"
+
+
+def test_metadata_still_beats_the_proposal():
+    rs = run_start(metadata={"owner_group": "mine", "access_groups": ["a"], "principal_investigator": "M PI"})
+    dataset = build(rs, facts=si.CatalogueFacts(proposal=PROPOSAL))
+    assert (dataset["ownerGroup"], dataset["accessGroups"], dataset["principalInvestigator"]) == (
+        "mine", ["a"], "M PI")
+
+
+def test_a_proposal_without_groups_leaves_the_defaults():
+    bare = si.Proposal(proposal_id="123456")
+    dataset = build(facts=si.CatalogueFacts(proposal=bare))
+    assert (dataset["ownerGroup"], dataset["accessGroups"], dataset["principalInvestigator"]) == (
+        "ess", ["dream"], "Default PI")
+
+
+def test_the_ingestor_group_is_added_to_the_access_groups_once():
+    defaults = si.dataclasses.replace(DEFAULTS, ingestor_group="ingestor")
+    assert build(defaults=defaults, facts=si.CatalogueFacts(proposal=PROPOSAL))["accessGroups"] == [
+        "dream", "p123456-team", "ingestor"]
+    assert build(defaults=defaults)["accessGroups"] == ["dream", "ingestor"]
+    owning = si.dataclasses.replace(defaults, ownable=si.Ownable("ingestor", ["ingestor"]))
+    assert build(defaults=owning)["accessGroups"] == ["ingestor"]
+    assert build()["accessGroups"] == ["dream"]  # not configured: nothing added
+
+
 # -- groups, instrument, location ------------------------------------------------------
 
 
@@ -143,11 +186,13 @@ def test_configured_creation_location_beats_the_instrument():
     assert build(nx=nexus(instrument_name="ODIN"), defaults=defaults)["creationLocation"] == "/ESS/DREAM"
 
 
-def test_instrument_id_only_when_known():
-    assert "instrumentId" not in build()
+def test_instrument_and_sample_ids_only_when_scicat_has_them():
+    # An id SciCat does not have would link to nothing: only what the lookups found is sent.
     defaults = si.dataclasses.replace(DEFAULTS, instrument_id="ins-1")
-    assert build(defaults=defaults)["instrumentId"] == "ins-1"
-    assert build(run_start(metadata={"instrument_id": "ins-2"}), defaults=defaults)["instrumentId"] == "ins-2"
+    dataset = build(run_start(metadata={"sample_id": "S-9"}), defaults=defaults)
+    assert "instrumentId" not in dataset and "sampleId" not in dataset
+    found = build(defaults=defaults, facts=si.CatalogueFacts(instrument_id="ins-1", sample_id="S-1"))
+    assert (found["instrumentId"], found["sampleId"]) == ("ins-1", "S-1")
 
 
 # -- folder and times ----------------------------------------------------------------
@@ -185,7 +230,7 @@ def test_run_number_is_the_entry_identifier():
 
 
 def test_every_scientific_entry_is_value_and_unit():
-    nx = si.NexusMetadata(values={"temperature": si.NexusValue(4.2, "K"), "title": si.NexusValue("t")})
+    nx = si.NexusMetadata(science={"temperature": si.NexusValue(4.2, "K"), "title": si.NexusValue("t")})
     science = build(run_start(run_name="r", metadata={"a": 1, "field": {"value": 3, "unit": "T"}}), nx=nx)[
         "scientificMetadata"]
     assert all(set(entry) == {"value", "unit"} for entry in science.values())

@@ -234,3 +234,57 @@ def test_command_line_flags_override_the_file_and_absent_ones_do_not():
     assert options.logging_level == "DEBUG"
     assert options.log_message_prefix == " X: "  # not given: the file's value stays
     assert options.system_log is True
+
+
+# -- per-instrument settings and the NeXus values to extract ------------------------------
+
+
+def test_an_instruments_settings_override_the_dataset_section_and_keep_the_rest():
+    raw = minimal_config()
+    raw["dataset"].update(creation_location="/ESS", ownable={"ownerGroup": "ess", "accessGroups": ["all"]})
+    raw["instruments"] = {"YMIR": {"creation_location": "/ESS/YMIR", "ownable": {"accessGroups": ["ymir"]},
+                                   "scientific_metadata": [{"path": "/entry/title", "key": "run_title"}]}}
+    config = si.parse_config(raw)
+    ymir = si.dataset_settings(config, "ymir")  # names are compared without case
+    assert ymir.creation_location == "/ESS/YMIR"
+    assert (ymir.ownable.ownerGroup, ymir.ownable.accessGroups) == ("ess", ["ymir"])  # merged key by key
+    assert ymir.contact_email == "dm@example.org"  # not given: the dataset section's
+    assert ymir.scientific_metadata == [si.NexusValueRule("/entry/title", "run_title")]
+    other = si.dataset_settings(config, "DREAM")
+    assert other is config.dataset and other.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
+
+
+def test_the_sample_configurations_instrument_example_is_valid():
+    raw = json.loads((ROOT / "config.sample.json").read_text())
+    config = si.parse_config(raw | {"options": {**raw["options"], "dry_run": True}})
+    assert si.dataset_settings(config, "YMIR").creation_location == "/ESS/YMIR"
+    assert config.dataset.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
+
+
+@pytest.mark.parametrize(
+    "instruments, expected",
+    [
+        ({"YMIR": {"creation_locaton": "/x"}}, "instruments.YMIR.creation_locaton: unknown key"),
+        ({"YMIR": {"contact_email": "nobody"}}, "instruments.YMIR.contact_email: expected an email address"),
+        ({"YMIR": "/ESS/YMIR"}, "instruments.YMIR: expected an object"),
+        ({"YMIR": {"scientific_metadata": [{"path": "/entry/title", "name": "t"}]}},
+         "instruments.YMIR.scientific_metadata[0].name: unknown key"),
+        ({"YMIR": {"scientific_metadata": [{"key": "t"}]}},
+         "instruments.YMIR.scientific_metadata[0].path: missing (required)"),
+        ({"YMIR": {"scientific_metadata": ["/entry/title"]}}, "instruments.YMIR.scientific_metadata[0]: expected an object"),
+        ({"YMIR": {"scientific_metadata": [{"path": "entry/title"}]}},
+         "instruments.YMIR.scientific_metadata[0].path: expected an absolute path"),
+        ({"YMIR": {"max_text_length": 0}}, "instruments.YMIR.max_text_length: must be at least 1"),
+    ],
+)
+def test_a_wrong_instrument_setting_is_named_with_its_full_path(instruments, expected):
+    raw = minimal_config()
+    raw["instruments"] = instruments
+    assert config_error(raw).startswith(expected)
+
+
+def test_scientific_metadata_must_be_a_list_of_rules():
+    raw = minimal_config()
+    raw["dataset"]["scientific_metadata"] = {"path": "/entry/title"}
+    message = config_error(raw)
+    assert message.startswith("dataset.scientific_metadata: expected a list of objects (path, key)")

@@ -195,3 +195,137 @@ def test_describing_a_missing_file_is_not_ready_yet(tmp_path):
     with pytest.raises(si.FileNotReady):
         si.describe_file(str(tmp_path / "nope.hdf"), "none")
 
+
+
+# -- scientific metadata by configuration ----------------------------------------------
+
+
+@pytest.fixture
+def awkward_file(tmp_path) -> Path:
+    """Nested groups, arrays, bytes, units in bytes and str, NaN, and names SciCat would choke on."""
+    path = tmp_path / "awkward.hdf"
+    with h5py.File(path, "w") as f:
+        entry = nx_group(f, "entry", "NXentry")
+        entry["title"] = np.bytes_(b"Lego test")
+        text(entry, "notes", "a very long note that goes on and on")
+        entry["matrix"] = np.arange(6, dtype=np.int16).reshape(2, 3)
+        entry["empty"] = np.zeros(0)
+        entry["elsewhere"] = h5py.ExternalLink("not_there.hdf", "/entry")  # a "**" walks past it
+        sample = nx_group(entry, "sample", "NXsample")
+        text(sample, "name", "Søren's sample")
+        sample["temperature"] = np.float32(4.5)
+        sample["temperature"].attrs["units"] = b"K"
+        sample["mass.total"] = np.float64(1.25)
+        sample["mass.total"].attrs["units"] = "g"
+        sample["$weird"] = np.int64(7)
+        sample["nan_value"] = np.float64("nan")
+        instrument = nx_group(entry, "instrument", "NXinstrument")
+        detector = nx_group(instrument, "detector_1", "NXdetector")
+        detector["distance"] = np.float64(2.5)
+        detector["distance"].attrs["units"] = "m"
+        detector["events"] = np.array([3, 1, 4, 1, 5, 9, 2, 6], dtype=np.uint32)
+        detector["pixel_names"] = np.array([b"left", b"middle", b"right"])
+        nx_group(detector, "temperature_log", "NXlog")["value"] = np.array([290.0, 291.5])
+        speed = nx_group(nx_group(instrument, "chopper", "NXdisk_chopper"), "speed", "NXlog")
+        speed["value"] = np.array([14.0, np.nan, 14.25, 13.75])
+        speed["value"].attrs["units"] = "Hz"
+    return path
+
+
+AWKWARD_RULES = [
+    si.NexusValueRule("/entry/title"),
+    si.NexusValueRule("/entry/sample/*"),
+    si.NexusValueRule("/entry/instrument/**/value", key="log"),
+    si.NexusValueRule("/**/distance", key="detector_distance"),
+    si.NexusValueRule("/entry/instrument/detector_1/[ep]*"),
+    si.NexusValueRule("/entry/notes", key="note.long"),
+    si.NexusValueRule("/entry/matrix"),
+    si.NexusValueRule("/entry/empty"),
+    si.NexusValueRule("/entry/not_there"),
+    si.NexusValueRule("/entry/instrument"),  # a group, not a value: nothing
+]
+
+
+def test_configured_extraction_gives_exactly_this_scientific_metadata(awkward_file):
+    nexus = si.NexusMetadata(science=si.read_scientific_metadata(str(awkward_file), AWKWARD_RULES, 12))
+    data_file = si.DataFile(path=str(awkward_file), size=1, mtime=0, uid="u", gid="g", perm="-rw-r--r--")
+    defaults = si.DatasetDefaults(ownable=si.Ownable("ess"), contact_email="dm@example.org", creation_location="/X")
+    science = si.build_dataset(None, si.FinishedWriting(job_id="job-9", file_name=str(awkward_file)), nexus,
+                               data_file, defaults)["scientificMetadata"]
+    assert science == {
+        "title": {"value": "Lego test", "unit": ""},
+        "sample_name": {"value": "Søren's sam…", "unit": ""},  # cut to 12 characters
+        "sample_temperature": {"value": 4.5, "unit": "K"},
+        "sample_mass_total": {"value": 1.25, "unit": "g"},
+        "sample__weird": {"value": 7, "unit": ""},
+        "sample_nan_value": {"value": None, "unit": ""},
+        "log_instrument_chopper_speed_value": {
+            "value": {"shape": [4], "dtype": "float64", "first": 14.0, "last": 13.75, "min": 13.75, "max": 14.25},
+            "unit": "Hz"},
+        "log_instrument_detector_1_temperature_log_value": {
+            "value": {"shape": [2], "dtype": "float64", "first": 290.0, "last": 291.5, "min": 290.0, "max": 291.5},
+            "unit": ""},
+        "detector_distance": {"value": 2.5, "unit": "m"},
+        "instrument_detector_1_events": {
+            "value": {"shape": [8], "dtype": "uint32", "first": 3, "last": 6, "min": 1, "max": 9}, "unit": ""},
+        "instrument_detector_1_pixel_names": {
+            "value": {"shape": [3], "dtype": "string", "first": "left", "last": "right"}, "unit": ""},
+        "note_long": {"value": "a very long…", "unit": ""},
+        "matrix": {"value": {"shape": [2, 3], "dtype": "int16", "first": 0, "last": 5, "min": 0, "max": 5},
+                   "unit": ""},
+        "empty": {"value": {"shape": [0], "dtype": "float64"}, "unit": ""},
+        "job_id": {"value": "job-9", "unit": ""},
+    }
+    # What SciCat stores without a 500: plain JSON (no NaN), no '.' or '$' in any key.
+    json.dumps(science, allow_nan=False)
+
+
+def test_a_large_array_is_summarised_without_reading_it(awkward_file, monkeypatch):
+    monkeypatch.setattr(si, "ARRAY_STATISTICS_MAX_ELEMENTS", 4)
+    read = []
+    original = h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        read.append((self.name, key))
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    rules = [si.NexusValueRule("/entry/instrument/detector_1/events")]
+    [value] = si.read_scientific_metadata(str(awkward_file), rules, 100).values()
+    assert value.value == {"shape": [8], "dtype": "uint32", "first": 3, "last": 6}  # no min, max
+    assert read == [("/entry/instrument/detector_1/events", (0,)), ("/entry/instrument/detector_1/events", (7,))]
+
+
+def test_the_default_extraction_takes_what_ess_files_carry(ess_file):
+    science = si.read_scientific_metadata(str(ess_file), si.ESS_SCIENTIFIC_METADATA, 1000)
+    assert {k: v.value for k, v in science.items()} == {
+        "title": "lego test 1", "experiment_identifier": "876380", "experiment_description": "YMIR DAQ",
+        "entry_identifier": "11465", "entry_identifier_uuid": "90d87f9a-950f",
+        "start_time": "2024-10-28T09:32:35.895Z", "end_time": "2024-10-28T09:34:50.524Z",
+        "definition": "NXtomo", "instrument_name": "YMIR", "sample_name": "some sample",
+        "user_AndersPettersson_name": "Anders Pettersson", "user_LiseMeitner_name": "Lise Meitner",
+    }
+
+
+def test_a_value_that_cannot_be_read_is_left_out_not_the_file(awkward_file, monkeypatch, caplog):
+    """Real files carry arrays compressed with filters (bitshuffle, LZ4) a host may lack."""
+    original = h5py.Dataset.__getitem__
+
+    def without_the_filter(self, key):
+        if self.name == "/entry/instrument/detector_1/events":
+            raise OSError("Can't read data (required filter 'bitshuffle; see https://github.com/kiyo-masui/bitshuffle' "
+                          "is not registered)")
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", without_the_filter)
+    science = si.read_scientific_metadata(str(awkward_file), AWKWARD_RULES, 100)
+    assert "instrument_detector_1_events" not in science
+    assert science["detector_distance"] == si.NexusValue(2.5, "m")
+    assert "cannot read /entry/instrument/detector_1/events" in caplog.text
+
+
+def test_a_last_double_star_takes_every_value_below(awkward_file):
+    science = si.read_scientific_metadata(str(awkward_file), [si.NexusValueRule("/entry/instrument/**")], 100)
+    assert sorted(science) == ["instrument_chopper_speed_value", "instrument_detector_1_distance",
+                               "instrument_detector_1_events", "instrument_detector_1_pixel_names",
+                               "instrument_detector_1_temperature_log_value"]

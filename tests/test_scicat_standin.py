@@ -432,10 +432,39 @@ def test_proposals_and_samples_answer_404_when_absent(standin):
     headers = login(standin)
     assert get(standin, "/Proposals/654321", headers).status_code == 404
     assert get(standin, "/Samples/S-1", headers).status_code == 404
-    standin.add_proposal({"proposalId": "654321", "ownerGroup": "p654321", "pi_email": "pi@ess.eu"})
+    standin.add_proposal({"proposalId": "654321", "ownerGroup": "p654321", "pi_email": "pi@ess.eu",
+                          "email": "main@ess.eu", "title": "Bricks"})
     standin.add_sample({"sampleId": "S-1", "ownerGroup": "p654321"})
-    assert get(standin, "/Proposals/654321", headers).json()["pi_email"] == "pi@ess.eu"
+    proposal = get(standin, "/Proposals/654321", headers).json()
+    assert proposal["pi_email"] == "pi@ess.eu"
+    assert proposal["accessGroups"] == [] and proposal["createdBy"] and proposal["type"] == "Default Proposal"
     assert get(standin, "/Samples/S-1", headers).status_code == 200
+
+
+def test_seeding_refuses_what_the_backend_would_not_hold(standin):
+    with pytest.raises(ValueError, match="email, title"):
+        standin.add_proposal({"proposalId": "654321", "ownerGroup": "p654321"})
+    with pytest.raises(ValueError, match="uniqueName"):
+        standin.add_instrument({"pid": "instr-1", "name": "DREAM"})
+    with pytest.raises(ValueError, match="ownerGroup"):
+        standin.add_sample({"sampleId": "S-1"})
+
+
+def test_a_creator_that_is_no_admin_reads_only_what_its_groups_may():
+    """The sharp edge: CREATE_DATASET_PRIVILEGED_GROUPS may create for any group, not read it back."""
+    with SciCatStandIn(admin_users=set(), user_groups={"ingestor": ["ingestor"]}) as s:
+        headers = login(s)
+        theirs = post(s, "/Datasets", raw_dataset(ownerGroup="p654321"), headers).json()
+        shared = post(s, "/Datasets", raw_dataset(ownerGroup="p654321", accessGroups=["ingestor"]), headers).json()
+        assert get(s, "/Datasets/" + quoted(theirs["pid"]), headers).status_code == 403
+        assert get(s, "/Datasets/" + quoted(shared["pid"]), headers).status_code == 200
+        assert [d["pid"] for d in get(s, "/Datasets", headers).json()] == [shared["pid"]]
+        s.add_proposal({"proposalId": "654321", "ownerGroup": "p654321", "email": "pi@ess.eu", "title": "t"})
+        assert get(s, "/Proposals/654321", headers).status_code == 403
+        s.add_proposal({"proposalId": "111111", "ownerGroup": "p111111", "accessGroups": ["ingestor"],
+                        "email": "pi@ess.eu", "title": "t"})
+        assert get(s, "/Proposals/111111", headers).status_code == 200
+        assert not s.internal_errors
 
 
 def test_health_answers_on_both_paths_and_unknown_routes_get_json_404(standin):
