@@ -1459,7 +1459,8 @@ class Ingestor:
         self.let_go(partitions)
 
     def on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
-        """The group went on without us (no poll within the session timeout): too late to commit."""
+        """The group went on without us (no heartbeat within session.timeout.ms, or no poll within
+        max.poll.interval.ms): too late to commit."""
         logger.warning("partitions lost: %s; their uncommitted messages go to their new owners",
                        partition_names(partitions))
         self.let_go(partitions)
