@@ -1220,14 +1220,14 @@ class Ingestor:
         )
         self.run_starts = RunStartCache(config.options.run_start_cache_size)
         self.spool = Spool(config.spool.directory)
-        self.stats = Statistics()
-        self.stop_requested = False
-        self.consumer: Any = None
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
         # Handled messages whose commit failed: (topic, partition) -> the offset to commit.
         self.uncommitted: dict[tuple[str, int], int] = {}
+        self.stats = Statistics()
+        self.stop_requested = False
+        self.consumer: Any = None
 
     def wait(self, seconds: float) -> None:
         """Let time pass without leaving the consumer group.
