@@ -111,10 +111,12 @@ def test_a_third_ingestor_joining_mid_stream_takes_a_share_without_loss_or_dupli
         tmp_path, scicat, writer, config):
     scicat.delay_s = 0.02
     runs: list[dict] = []
+    enough = threading.Event()
 
-    def file_writer() -> None:  # runs keep coming while the group rebalances
-        for _ in range(80):
+    def file_writer() -> None:  # about 10 runs a second, until the third has its share
+        while not enough.is_set():
             runs.append(writer.run(events=10))
+            enough.wait(0.1)
 
     a, b, c = (member(tmp_path, config, name) for name in "abc")
     with a, b:
@@ -125,12 +127,14 @@ def test_a_third_ingestor_joining_mid_stream_takes_a_share_without_loss_or_dupli
             wait_until(lambda: len(scicat.datasets) >= 10, 60, "the stream flowing")
             with c:
                 wait_until(lambda: split_between(a, b, c), 60, "the partitions split among the three")
-                wait_until(lambda: ingested_jobs(c), 60, "the third ingesting")
+                wait_until(lambda: len(ingested_jobs(c)) >= 3, 60, "the third ingesting")
+                enough.set()
                 stream.join()
                 wait_until(lambda: one_dataset_each(scicat, runs), 120, "one dataset per run", interval=0.5)
         finally:
+            enough.set()
             stream.join()
-    assert len(runs) == 80 and len(scicat.datasets) == 80
+    assert len(scicat.datasets) == len(runs)
     handled_once_each(runs, a, b, c)
 
 
