@@ -1534,8 +1534,16 @@ class DryRunCatalogue:
 # =============================================================================
 
 
-class StopRequested(Exception):
+class LeftUncommitted(Exception):
+    """Handling stopped while waiting: the message in hand is left uncommitted, to be read again."""
+
+
+class StopRequested(LeftUncommitted):
     """SIGINT or SIGTERM came while waiting: the message in hand is left uncommitted."""
+
+
+class PartitionRevoked(LeftUncommitted):
+    """A rebalance took the partition of the message in hand while it waited: its new owner reads it again."""
 
 
 @dataclass
@@ -1549,6 +1557,10 @@ class Delivery:
 
     def where(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
+
+
+def partition_names(partitions: list[Any]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "none"
 
 
 @dataclass
@@ -1703,6 +1715,11 @@ class Ingestor:
         )
         self.run_starts = RunStartCache(config.options.run_start_cache_size)
         self.spool = Spool(config.spool.directory)
+        # The message being handled, and whether a rebalance took its partition meanwhile.
+        self.in_hand: Optional[Delivery] = None
+        self.in_hand_revoked = False
+        # Handled messages whose commit failed: (topic, partition) -> the offset to commit.
+        self.uncommitted: dict[tuple[str, int], int] = {}
         self.stats = Statistics()
         self.stop_requested = False
         self.consumer: Any = None
@@ -1713,7 +1730,9 @@ class Ingestor:
         """Let time pass without leaving the consumer group.
 
         The partitions are paused and polled, so Kafka sees a live member and
-        no rebalance starts however long SciCat or a file takes.
+        no rebalance starts however long SciCat or a file takes. One that other
+        members start (joining or leaving) is served here; if it takes the
+        partition of the message in hand, the wait ends with PartitionRevoked.
         """
         deadline = time.monotonic() + seconds
         if self.consumer is None:  # --replay: no Kafka
@@ -1722,9 +1741,11 @@ class Ingestor:
         else:
             from confluent_kafka import KafkaException, TopicPartition
 
-            self.consumer.pause(self.consumer.assignment())
+            paused = self.consumer.assignment()
+            self.consumer.pause(paused)
             try:
-                while not self.stop_requested and (left := deadline - time.monotonic()) > 0:
+                while (not self.stop_requested and not self.in_hand_revoked
+                       and (left := deadline - time.monotonic()) > 0):
                     msg = self.consumer.poll(min(left, 0.5))
                     self.tick()
                     if msg is not None and not msg.error():
@@ -1732,12 +1753,17 @@ class Ingestor:
                         tp = TopicPartition(msg.topic(), msg.partition(), msg.offset())
                         self.consumer.seek(tp)
                         self.consumer.pause([tp])
+                        paused.append(tp)
             except KafkaException as e:
                 logger.warning("Kafka while waiting: %s", e)
             finally:
-                self.consumer.resume(self.consumer.assignment())
+                # Those a rebalance took too: a partition keeps its pause through a
+                # revocation and would come back paused, never to be read again.
+                self.consumer.resume(paused)
         if self.stop_requested:
             raise StopRequested()
+        if self.in_hand_revoked:
+            raise PartitionRevoked()
 
     # -- one finished file -----------------------------------------------------
 
@@ -1832,7 +1858,7 @@ class Ingestor:
             status, pid = self.publish(dataset, data_file)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
             return Outcome("failed", str(e), durations=durations)
-        except StopRequested:
+        except LeftUncommitted:
             raise
         except Exception as e:  # a bug must cost one file (spooled), not the daemon
             logger.exception("unexpected error ingesting job %s", finished.job_id)
@@ -1917,6 +1943,51 @@ class Ingestor:
     def _on_kafka_error(error: Any) -> None:
         logger.warning("Kafka: %s", error)
 
+    def commit_handled(self, partitions: Optional[set[tuple[str, int]]] = None) -> None:
+        """Commit the offsets of handled messages (on these partitions) not committed yet."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.uncommitted.items()
+                   if partitions is None or (topic, partition) in partitions]
+        if not offsets:
+            return
+        try:
+            committed = self.consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as e:
+            # Kept for the next commit or the revocation; should that fail too, the message
+            # comes again, here or elsewhere, and publish() makes that harmless.
+            logger.warning("could not commit %s: %s", partition_names(offsets), e)
+            return
+        for tp in committed:
+            if tp.error:
+                logger.warning("could not commit %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset, tp.error)
+            else:
+                del self.uncommitted[(tp.topic, tp.partition)]
+
+    def let_go(self, partitions: list[Any]) -> None:
+        """These partitions are no longer ours: abandon the message in hand if it is on one of them."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        if self.in_hand is not None and (self.in_hand.topic, self.in_hand.partition) in gone:
+            self.in_hand_revoked = True
+        for key in gone:
+            self.uncommitted.pop(key, None)
+
+    def on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
+        logger.info("partitions assigned: %s", partition_names(partitions))
+
+    def on_revoke(self, _consumer: Any, partitions: list[Any]) -> None:
+        """A rebalance takes partitions away: commit what is handled on them while they are still ours."""
+        logger.info("partitions revoked: %s", partition_names(partitions))
+        self.commit_handled({(tp.topic, tp.partition) for tp in partitions})
+        self.let_go(partitions)
+
+    def on_lost(self, _consumer: Any, partitions: list[Any]) -> None:
+        """The group went on without us (no heartbeat within session.timeout.ms, or no poll within
+        max.poll.interval.ms): too late to commit."""
+        logger.warning("partitions lost: %s; their uncommitted messages go to their new owners",
+                       partition_names(partitions))
+        self.let_go(partitions)
+
     def request_stop(self, signum: int, _frame: Any = None) -> None:
         logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
         self.stop_requested = True
@@ -1963,7 +2034,7 @@ class Ingestor:
 
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
-        from confluent_kafka import Consumer, KafkaError, KafkaException
+        from confluent_kafka import Consumer, KafkaError
 
         kafka = self.config.kafka
         try:
@@ -1973,7 +2044,8 @@ class Ingestor:
                 raise
             logger.warning("SciCat is not reachable at start (%s); going on, it is tried again for each file", e)
         self.consumer = Consumer(self.consumer_settings())
-        self.consumer.subscribe(kafka.topics)
+        self.consumer.subscribe(kafka.topics, on_assign=self.on_assign, on_revoke=self.on_revoke,
+                                on_lost=self.on_lost)
         logger.info("consuming %s from %s as group %s", ", ".join(kafka.topics),
                     ",".join(kafka.bootstrap_servers), kafka.group_id)
         try:
@@ -1987,12 +2059,18 @@ class Ingestor:
                         logger.warning("Kafka: %s", msg.error())
                     continue
                 delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset())
-                self.handle(delivery)
+                self.in_hand, self.in_hand_revoked = delivery, False
                 try:
-                    self.consumer.commit(message=msg, asynchronous=False)
-                except KafkaException as e:
-                    # After a rebalance the message may come again, here or elsewhere; publish() makes that harmless.
-                    logger.warning("could not commit %s: %s", delivery.where(), e)
+                    self.handle(delivery)
+                except PartitionRevoked:
+                    # Finishing it now could race its new owner into a second dataset.
+                    logger.warning("a rebalance took %s while its message waited: left uncommitted for the "
+                                   "partition's new owner", delivery.where())
+                    continue
+                finally:
+                    self.in_hand = None
+                self.uncommitted[(delivery.topic, delivery.partition)] = delivery.offset + 1
+                self.commit_handled()
         except StopRequested:
             logger.info("stopped while waiting: the message in hand will be read again at the next start")
         finally:

@@ -41,6 +41,18 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+def one_dataset_each(scicat, runs):
+    """Every run has exactly one dataset, and that dataset its one origdatablock."""
+    for run in runs:
+        found = scicat.datasets_for_job(run["job_id"])
+        if len(found) != 1:
+            return False
+        blocks = [b for b in scicat.origdatablocks if b["datasetId"] == found[0]["pid"]]
+        if len(blocks) != 1:
+            return False
+    return True
+
+
 def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str, **overrides: Any) -> dict:
     """A configuration for one test; ``overrides`` maps "section.key" to a value."""
     config: dict[str, Any] = {

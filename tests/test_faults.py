@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, wait_until
+from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_dataset_each, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -17,18 +17,6 @@ def data_dir(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     return data
-
-
-def one_dataset_each(scicat, runs):
-    """Every run has exactly one dataset, and that dataset its one origdatablock."""
-    for run in runs:
-        found = scicat.datasets_for_job(run["job_id"])
-        if len(found) != 1:
-            return False
-        blocks = [b for b in scicat.origdatablocks if b["datasetId"] == found[0]["pid"]]
-        if len(blocks) != 1:
-            return False
-    return True
 
 
 def test_kill_9_mid_stream_then_restart_gives_exactly_one_dataset_per_run(tmp_path, data_dir, scicat,
