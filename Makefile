@@ -1,6 +1,7 @@
 # Two commands on a fresh machine:
 #   make demo   set up, start an embedded Kafka broker, the ingestor and the producer
 #   make test   set up and run the test suite
+#               (a selection: make test TESTS=tests/test_config.py PYTEST_ARGS="-k typo")
 # Both create the virtual environment .venv on first use and refresh it when
 # a requirements file changes.
 
@@ -8,6 +9,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TESTS ?= tests
 PYTEST_ARGS ?=
 
 .PHONY: venv test demo clean
@@ -20,7 +22,7 @@ $(STAMP): requirements_SFI.txt requirements-test.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py

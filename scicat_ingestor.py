@@ -1245,6 +1245,9 @@ class SciCatError(Exception):
 
 # Answers worth waiting out: the backend restarting, overloaded, or a proxy in between.
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
+# The longest wait between two retries: with many retries configured, a doubling
+# backoff would otherwise leave minutes between tries of a SciCat that is back.
+RETRY_DELAY_MAX_S = 60.0
 # Log in again this long before the token runs out, not at the last second.
 TOKEN_RENEW_MARGIN_S = 60.0
 # Upper bounds of the SciCat latency histogram's buckets, in seconds.
@@ -1375,7 +1378,7 @@ class SciCatClient:
                 if response is None:
                     raise SciCatError(f"{method} {path}", None, f"SciCat unreachable ({problem})")
                 raise SciCatError(f"{method} {path}", response.status_code, response.text)
-            delay = self.config.retry_backoff_s * 2 ** attempt * random.uniform(0.5, 1.5)
+            delay = min(self.config.retry_backoff_s * 2 ** attempt, RETRY_DELAY_MAX_S) * random.uniform(0.5, 1.5)
             attempt += 1
             self.retries += 1
             logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,

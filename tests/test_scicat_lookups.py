@@ -84,3 +84,17 @@ def test_a_scicat_that_is_down_is_an_error_and_not_remembered(scicat):
         client.find_proposal("654321")
     scicat.set_down(False)
     assert client.find_proposal("654321").owner_group == "p654321"
+
+
+def test_retries_back_off_exponentially_but_never_wait_more_than_about_a_minute(scicat):
+    waits: list[float] = []
+    config = si.SciCatConfig(host=scicat.url, username="ingestor", password="secret", max_retries=8,
+                             retry_backoff_s=2.0)
+    client = si.SciCatClient(config, wait=waits.append)
+    client.login()
+    scicat.set_down(True)  # 503 to everything
+    with pytest.raises(si.SciCatError, match="HTTP 503"):
+        client.find_proposal("654321")
+    assert len(waits) == 8 and client.retries == 8
+    assert waits[0] <= 3.0 and waits[3] >= 8.0  # 2 s doubled, with jitter of +-50 %
+    assert max(waits) <= 90.0  # a SciCat that is back is tried again within a minute and a half
