@@ -1198,6 +1198,48 @@ class Statistics:
         )
 
 
+# Offsets of messages that touch no file are committed at most this often: committing each
+# of a flood of heartbeats would keep the broker busy answering commits instead of fetches.
+PASSED_OVER_COMMIT_INTERVAL_S = 1.0
+
+
+class OffsetCommitter:
+    """Commits offsets once their messages are handled: a finished file's at once and
+    synchronously, the others (heartbeats, run starts, junk) at most once a second, as
+    read again after a crash they change nothing outside this process."""
+
+    def __init__(self, consumer: Any):
+        self.consumer = consumer
+        self.pending: dict[tuple[str, int], int] = {}  # (topic, partition) -> next offset to read
+        self.next_commit = 0.0
+
+    def handled(self, msg: Any, file: bool) -> None:
+        where = (msg.topic(), msg.partition())
+        if file:
+            self.pending.pop(where, None)
+            self._commit({where: msg.offset() + 1}, asynchronous=False)
+            return
+        self.pending[where] = msg.offset() + 1
+        if time.monotonic() >= self.next_commit:
+            self.commit_pending(asynchronous=True)
+
+    def commit_pending(self, asynchronous: bool) -> None:
+        pending, self.pending = self.pending, {}
+        if pending:
+            self._commit(pending, asynchronous)
+        self.next_commit = time.monotonic() + PASSED_OVER_COMMIT_INTERVAL_S
+
+    def _commit(self, offsets: dict[tuple[str, int], int], asynchronous: bool) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                                 asynchronous=asynchronous)
+        except KafkaException as e:
+            # After a rebalance the messages may come again, here or elsewhere; publish() makes that harmless.
+            logger.warning("could not commit %s: %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in offsets.items()), e)
+
+
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
@@ -1341,8 +1383,12 @@ class Ingestor:
 
     # -- one Kafka message -----------------------------------------------------
 
-    def handle(self, delivery: Delivery) -> None:
-        """Act on one message; returns once it is safe to commit its offset."""
+    def handle(self, delivery: Delivery) -> bool:
+        """Act on one message; returns once it is safe to commit its offset.
+
+        True when a finished file was handled, False for any other message:
+        read again after a crash, those change nothing outside this process
+        (a spooled damaged wrdn is already on disk)."""
         started = time.monotonic()
         try:
             message = decode_message(delivery.payload)
@@ -1354,12 +1400,12 @@ class Ingestor:
                 # A damaged wrdn may be the only news of a file: keep it for a human.
                 self.spool.add(spool_record(delivery, None, None, str(e), 1))
                 self.stats.spooled += 1
-            return
+            return False
         decode_s = time.monotonic() - started
         if isinstance(message, PassedOver):
             self.stats.messages[message.schema] += 1
             logger.debug("passing over a %s message at %s", message.schema, delivery.where())
-            return
+            return False
         if message.metadata_error:
             logger.warning("job %s at %s: %s; going on without it", message.job_id, delivery.where(),
                            message.metadata_error)
@@ -1367,7 +1413,7 @@ class Ingestor:
             self.stats.messages[SCHEMA_RUN_START] += 1
             logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
             self.run_starts.remember(message)
-            return
+            return False
         self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
         run_start = self.run_starts.take(message.job_id)
         if run_start is None:
@@ -1376,6 +1422,7 @@ class Ingestor:
         outcome = self.ingest(message, run_start)
         outcome.durations["decode_s"] = decode_s
         self.record(outcome, message, run_start, delivery)
+        return True
 
     # -- the consumer ----------------------------------------------------------
 
@@ -1406,7 +1453,7 @@ class Ingestor:
 
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
-        from confluent_kafka import Consumer, KafkaError, KafkaException
+        from confluent_kafka import Consumer, KafkaError
 
         kafka = self.config.kafka
         try:
@@ -1420,6 +1467,7 @@ class Ingestor:
         logger.info("consuming %s from %s as group %s", ", ".join(kafka.topics),
                     ",".join(kafka.bootstrap_servers), kafka.group_id)
         next_stats = time.monotonic() + self.config.options.stats_interval_s
+        offsets = OffsetCommitter(self.consumer)
         try:
             while not self.stop_requested:
                 msg = self.consumer.poll(kafka.poll_timeout_s)
@@ -1427,22 +1475,19 @@ class Ingestor:
                     self.log_statistics()
                     next_stats = time.monotonic() + self.config.options.stats_interval_s
                 if msg is None:
+                    offsets.commit_pending(asynchronous=True)  # a quiet moment: catch up
                     continue
                 if msg.error():
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         logger.warning("Kafka: %s", msg.error())
                     continue
                 delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset())
-                self.handle(delivery)
-                try:
-                    self.consumer.commit(message=msg, asynchronous=False)
-                except KafkaException as e:
-                    # After a rebalance the message may come again, here or elsewhere; publish() makes that harmless.
-                    logger.warning("could not commit %s: %s", delivery.where(), e)
+                offsets.handled(msg, file=self.handle(delivery))
         except StopRequested:
             logger.info("stopped while waiting: the message in hand will be read again at the next start")
         finally:
             self.log_statistics()
+            offsets.commit_pending(asynchronous=False)
             self.consumer.close()
             logger.info("consumer closed; stopped")
 
