@@ -25,7 +25,7 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from confluent_kafka import Consumer  # noqa: E402
+from confluent_kafka import Consumer, TopicPartition  # noqa: E402
 from ingestor_harness import IngestorProcess, ingestor_config, producer, wait_until  # noqa: E402
 from kafka_broker import TansuBroker, create_topic, produce  # noqa: E402
 from scicat_standin import SciCatStandIn  # noqa: E402
@@ -148,7 +148,9 @@ class IngestorFigures:
     files: int
     seconds: float  # from the burst's first message produced to its last file list created
     cpu_s_per_file: float  # all instances, all threads
+    standin_cpu_s_per_file: float  # this process's, which is the stand-in's but for a poll every 0.5 s
     peak_rss_mb: list[float]  # per instance
+    files_per_instance: list[int]  # of the burst, as the consumer group shared its partitions
     stage_s: dict[str, float]  # mean seconds per file of each stage, from the audit trails
     latencies_s: list[float] = field(default_factory=list)  # wrdn produced -> file list created, paced runs
 
@@ -208,11 +210,12 @@ def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: flo
             send(broker, topic, warm[sent:])
             _wait_for_file_lists(scicat, warmed, ingestors, "the warm-up files")
 
-            cpu_before = sum(cpu_seconds(i.process.pid) for i in ingestors)
+            cpu_before, standin_cpu_before = sum(cpu_seconds(i.process.pid) for i in ingestors), time.process_time()
             started = time.time()
             send(broker, topic, burst)
             _wait_for_file_lists(scicat, warmed + runs, ingestors, f"{runs} files")
             cpu = sum(cpu_seconds(i.process.pid) for i in ingestors) - cpu_before
+            standin_cpu = time.process_time() - standin_cpu_before
             finished_at = _file_list_times(scicat)
             seconds = max(finished_at[run.job_id] for run in burst) - started
 
@@ -233,10 +236,12 @@ def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: flo
         assert codes == [0] * instances, f"ingestors exited with {codes}"
         assert not scicat.internal_errors, scicat.internal_errors
         burst_jobs = {run.job_id for run in burst}
-        audits = [line for i in ingestors for line in i.audit() if line["job_id"] in burst_jobs]
+        audit_of = [[line for line in i.audit() if line["job_id"] in burst_jobs] for i in ingestors]
+        audits = [line for lines in audit_of for line in lines]
         assert len(audits) == runs and all(a["outcome"] == "ingested" for a in audits), "not every file was ingested"
     stages = sorted({name for a in audits for name in a["durations_s"]})
-    return IngestorFigures(instances, runs, seconds, cpu / runs, peak_rss,
+    return IngestorFigures(instances, runs, seconds, cpu / runs, standin_cpu / runs, peak_rss,
+                           [len(lines) for lines in audit_of],
                            {name: statistics.fmean(a["durations_s"].get(name, 0.0) for a in audits)
                             for name in stages}, latencies)
 
@@ -304,3 +309,32 @@ def measure_bare_floor(payloads: list[Payload], delay_s: float) -> FloorFigures:
         assert len(scicat.origdatablocks) == len(payloads) and not scicat.internal_errors
     return FloorFigures(len(payloads), seconds, cpu / len(payloads))
 
+
+
+# -- passing over a flood ------------------------------------------------------------------
+
+
+def measure_pass_over(broker: str, work: Path, payload: bytes, count: int) -> float:
+    """Messages per second one ingestor subprocess passes over, Kafka poll and commit included.
+
+    The ingestor runs dry (no SciCat); the clock stops when its group's committed
+    offset reaches the end of the flood."""
+    topic = f"bench-{uuid.uuid4().hex[:12]}"
+    create_topic(broker, topic, partitions=1)
+    config = ingestor_config(work, broker, topic, "http://127.0.0.1:9/api/v3", **{"options.dry_run": True})
+    reader = Consumer({"bootstrap.servers": broker, "group.id": config["kafka"]["group_id"], "log_level": 0})
+
+    def committed() -> int:
+        return reader.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+
+    with IngestorProcess(work, config, "--debug", "INFO") as ingestor:
+        produce(broker, topic, [payload])  # one first: the clock starts once the ingestor is in its group
+        wait_until(lambda: committed() >= 1, 60, "the ingestor to join its group")
+        started = time.monotonic()
+        produce(broker, topic, [payload] * count)
+        wait_until(lambda: committed() >= count + 1 or not ingestor.running(), max(60.0, count / 100),
+                   f"{count} messages passed over", interval=0.05)
+        seconds = time.monotonic() - started
+        assert ingestor.running(), ingestor.log()[-3000:]
+    reader.close()
+    return count / seconds
