@@ -108,7 +108,12 @@ def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], key: Optional
 
     sent = 0
     for payload in payloads:
-        producer.produce(topic, payload, key=keys[sent] if keys else key, on_delivery=report)
+        while True:
+            try:
+                producer.produce(topic, payload, key=keys[sent] if keys else key, on_delivery=report)
+                break
+            except BufferError:  # the local queue is full (100k messages): let deliveries drain it
+                producer.poll(0.1)
         producer.poll(0)
         sent += 1
     left = producer.flush(timeout_s)
