@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (TansuBroker, machine_line, measure_bare_floor, measure_ingestors, payloads_for, percentile,
-                     table, verdict, write_runs)
+from harness import (add_kafka_argument, kafka, machine_line, measure_bare_floor, measure_ingestors, payloads_for,
+                     percentile, table, verdict, write_runs)
 
 # The ingestor's settings for the benchmark: sha256 checksums, and deterministic pids (the
 # recommended way to never make a dataset twice).
@@ -36,6 +36,7 @@ def main() -> int:
     parser.add_argument("--delays-ms", default="0,20", help="SciCat delays per request to measure (0,20)")
     parser.add_argument("--latency-runs", type=int, default=100, help="files sent at a steady pace (100)")
     parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
+    add_kafka_argument(parser)
     args = parser.parse_args()
     delays = [float(ms) / 1000 for ms in args.delays_ms.split(",")]
     print(machine_line())
@@ -43,11 +44,11 @@ def main() -> int:
           "checksum sha256; dataset.pid_prefix set")
 
     speed, stages, floor = [], [], []
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as work, TansuBroker() as broker:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work, kafka(args.kafka) as broker:
         for delay in delays:
             where = Path(work) / f"delay-{delay * 1000:.0f}ms"
             burst = write_runs(where / "burst", args.runs)
-            figures = measure_ingestors(broker.bootstrap, where, burst, delay_s=delay,
+            figures = measure_ingestors(broker, where, burst, delay_s=delay,
                                         latency_runs=args.latency_runs, overrides=OVERRIDES)
             latency = [f"{percentile(figures.latencies_s, p) * 1000:.0f}" if figures.latencies_s else "-"
                        for p in (0.50, 0.95, 0.99)]

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import h5py
 import numpy as np
@@ -36,7 +37,7 @@ from streaming_data_types.finished_writing_wrdn import serialise_wrdn
 from streaming_data_types.run_start_pl72 import serialise_pl72
 from streaming_data_types.status_x5f2 import serialise_x5f2
 
-from harness import TansuBroker, machine_line, measure_pass_over, memory_mb, si, table, verdict
+from harness import add_kafka_argument, kafka, machine_line, measure_pass_over, memory_mb, si, table, verdict
 
 MB = 1024 * 1024
 
@@ -163,16 +164,15 @@ def bench_memory(work: Path, marks_at: list[int]) -> None:
           f"(target < 20 MB: {verdict(growth < 20)})")
 
 
-def bench_pass_over(work: Path, count: int) -> None:
+def bench_pass_over(work: Path, count: int, bootstrap: Optional[str]) -> None:
     ingestor = quiet_ingestor(work)
     heartbeat = serialise_x5f2("kafka-to-nexus", "1.0", "fw-1", "host", 1, 1000, "{}")
     started = time.perf_counter()
     for offset in range(count):
         ingestor.handle(si.Delivery(heartbeat, "t", 0, offset))
     rates = {"in process: decode + dispatch": count / (time.perf_counter() - started)}
-    with TansuBroker() as broker:
-        rates["through Kafka: poll, decode, dispatch, commit"] = measure_pass_over(
-            broker.bootstrap, work, heartbeat, count)
+    with kafka(bootstrap) as broker:
+        rates["through Kafka: poll, decode, dispatch, commit"] = measure_pass_over(broker, work, heartbeat, count)
     table("4. passing over x5f2 heartbeats", ("where", "messages", "per second", "target >= 20,000/s"),
           [(where, f"{count:,}", f"{rate:,.0f}", verdict(rate >= 20_000)) for where, rate in rates.items()])
 
@@ -184,13 +184,14 @@ def main() -> int:
                         help="message counts at which to read the resident memory (1000,10000,50000)")
     parser.add_argument("--heartbeats", type=int, default=200_000, help="heartbeats to pass over (200000)")
     parser.add_argument("--work-dir", help="where to make the test files (default: a temporary folder)")
+    add_kafka_argument(parser)
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work:
         bench_metadata_read(Path(work))
         bench_checksums(Path(work), args.checksum_mb)
         bench_memory(Path(work), [int(n) for n in args.messages.split(",")])
-        bench_pass_over(Path(work), args.heartbeats)
+        bench_pass_over(Path(work), args.heartbeats, args.kafka)
     return 0
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Scale out: 1, 2 and 3 ingestors sharing the work through one Kafka consumer group.
 
-    .venv/bin/python benchmarks/bench_scale_out.py [--runs 500] [--instances 1,2,3] [--partitions 4] [--delay-ms 20]
+    .venv/bin/python benchmarks/bench_scale_out.py [--runs 500] [--instances 1,2,3] [--partitions 6] [--delay-ms 20]
 
 Each count of instances gets a fresh topic of --partitions partitions, one
 consumer group, and the SciCat stand-in with --delay-ms per request. A burst
@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import TansuBroker, machine_line, measure_ingestors, table, write_runs
+from harness import add_kafka_argument, kafka, machine_line, measure_ingestors, table, write_runs
 
 OVERRIDES = {"dataset.pid_prefix": "20.500.12269"}
 
@@ -29,20 +29,22 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=500, help="files in each burst (500)")
     parser.add_argument("--instances", default="1,2,3", help="ingestor counts to measure (1,2,3)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic (4)")
+    parser.add_argument("--partitions", type=int, default=6,
+                        help="partitions of the topic (6: shared evenly by 1, 2 or 3 instances)")
     parser.add_argument("--delay-ms", type=float, default=20, help="SciCat delay per request (20)")
     parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
+    add_kafka_argument(parser)
     args = parser.parse_args()
     print(machine_line())
     print(f"{args.runs} files of about 35 kB per burst; topic of {args.partitions} partitions; "
           f"SciCat stand-in {args.delay_ms:.0f} ms per request; checksum sha256; dataset.pid_prefix set")
 
     rows, single = [], None
-    with tempfile.TemporaryDirectory(dir=args.work_dir) as work, TansuBroker() as broker:
+    with tempfile.TemporaryDirectory(dir=args.work_dir) as work, kafka(args.kafka) as broker:
         for count in (int(n) for n in args.instances.split(",")):
             where = Path(work) / f"instances-{count}"
             burst = write_runs(where / "burst", args.runs)
-            figures = measure_ingestors(broker.bootstrap, where, burst, delay_s=args.delay_ms / 1000,
+            figures = measure_ingestors(broker, where, burst, delay_s=args.delay_ms / 1000,
                                         instances=count, partitions=args.partitions, overrides=OVERRIDES)
             single = single or figures.files_per_s
             # Cores kept busy during the burst: CPU per file times files per second.

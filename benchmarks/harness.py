@@ -11,6 +11,8 @@ makes the same HTTP requests with nothing around them.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -20,12 +22,12 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from confluent_kafka import Consumer, TopicPartition  # noqa: E402
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
 from ingestor_harness import IngestorProcess, ingestor_config, producer, wait_until  # noqa: E402
 from kafka_broker import TansuBroker, create_topic, produce  # noqa: E402
 from scicat_standin import SciCatStandIn  # noqa: E402
@@ -54,6 +56,21 @@ def machine_line() -> str:
 
     return (f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start, "
             f"Python {sys.version.split()[0]}, h5py {h5py.__version__}")
+
+
+@contextlib.contextmanager
+def kafka(bootstrap: Optional[str]) -> Iterator[str]:
+    """An existing Kafka's bootstrap servers, or else those of a Tansu broker started for the run."""
+    if bootstrap:
+        yield bootstrap
+        return
+    with TansuBroker() as broker:
+        yield broker.bootstrap
+
+
+def add_kafka_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kafka", metavar="HOST:PORT",
+                        help="an existing Kafka to use (default: start a Tansu broker for the run)")
 
 
 # -- a process's figures (Linux /proc) ----------------------------------------------
@@ -120,8 +137,10 @@ def send(bootstrap: str, topic: str, runs: list[Run]) -> None:
 def wrdn_times(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> dict[str, float]:
     """job id -> when its wrdn was produced (the message's Kafka timestamp, ms)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False, "log_level": 0})
-    consumer.subscribe([topic])
+                         "enable.auto.commit": False, "log_level": 0})
+    # Assigned, not subscribed: no group to join, which takes seconds.
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     found: dict[str, float] = {}
     deadline = time.monotonic() + timeout_s
     try:
