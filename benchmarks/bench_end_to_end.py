@@ -28,6 +28,11 @@ from harness import (add_kafka_argument, kafka, machine_line, measure_bare_floor
 # recommended way to never make a dataset twice).
 OVERRIDES = {"dataset.pid_prefix": "20.500.12269"}
 RATIO_TARGETS = {0.0: 1.5, 0.020: 1.10}  # ingestor / bare, by delay per request
+STAGES = ("decode", "metadata read", "checksum", "SciCat HTTP", "building the payloads", "Kafka poll and commit",
+          "audit trail", "log lines", "other")
+# The audit trail's durations_s of a file, by stage.
+WALL_STAGES = {"decode": "decode_s", "metadata read": "metadata_s", "checksum": "checksum_s",
+               "SciCat HTTP": "scicat_s"}
 
 
 def main() -> int:
@@ -35,6 +40,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=500, help="files in the burst (500)")
     parser.add_argument("--delays-ms", default="0,20", help="SciCat delays per request to measure (0,20)")
     parser.add_argument("--latency-runs", type=int, default=100, help="files sent at a steady pace (100)")
+    parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
+                        help="CPU by stage from py-spy samples (needs py-spy and leave to ptrace; default: on)")
     parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
     add_kafka_argument(parser)
     args = parser.parse_args()
@@ -48,15 +55,20 @@ def main() -> int:
         for delay in delays:
             where = Path(work) / f"delay-{delay * 1000:.0f}ms"
             burst = write_runs(where / "burst", args.runs)
-            figures = measure_ingestors(broker, where, burst, delay_s=delay,
-                                        latency_runs=args.latency_runs, overrides=OVERRIDES)
+            figures = measure_ingestors(broker, where, burst, delay_s=delay, latency_runs=args.latency_runs,
+                                        overrides=OVERRIDES, profile=args.profile)
             latency = [f"{percentile(figures.latencies_s, p) * 1000:.0f}" if figures.latencies_s else "-"
                        for p in (0.50, 0.95, 0.99)]
             speed.append((f"{delay * 1000:.0f} ms", figures.files, f"{figures.files_per_s:.1f}", *latency,
                           f"{figures.peak_rss_mb[0]:.0f}"))
-            ms = {name: f"{seconds * 1000:.2f}" for name, seconds in figures.stage_s.items()}
-            stages.append((f"{delay * 1000:.0f} ms", ms.get("decode_s", "-"), ms.get("metadata_s", "-"),
-                           ms.get("checksum_s", "-"), ms.get("scicat_s", "-"), f"{figures.cpu_s_per_file * 1000:.1f}"))
+            wall = {name: figures.stage_s.get(key, 0.0) for name, key in WALL_STAGES.items()}
+            for what, by_stage in (("wall", wall), ("CPU, main thread", figures.cpu_stage_s)):
+                if by_stage:
+                    stages.append((f"{delay * 1000:.0f} ms", what,
+                                   *(f"{by_stage[name] * 1000:.2f}" if name in by_stage else "-" for name in STAGES),
+                                   f"{sum(by_stage.values()) * 1000:.1f}"))
+            stages.append((f"{delay * 1000:.0f} ms", "CPU, process", *("" for _ in STAGES),
+                           f"{figures.cpu_s_per_file * 1000:.1f}"))
 
             bare = measure_bare_floor(payloads_for(burst, where, OVERRIDES), delay)
             ratio = figures.seconds / bare.seconds
@@ -68,10 +80,10 @@ def main() -> int:
     table("1. end to end: burst throughput, and latency at half that rate",
           ("SciCat delay", "files", "files/s", "p50 ms", "p95 ms", "p99 ms", "peak RSS MB"), speed,
           "latency: from the wrdn produced (its Kafka timestamp) to the origdatablock created in SciCat")
-    table("2. per file in each stage (ms, from the audit trail) and CPU per file (ms, whole process)",
-          ("SciCat delay", "decode", "metadata read", "checksum", "SciCat HTTP", "process CPU"), stages,
-          "stages: wall time, CPU-bound except SciCat HTTP (files in the page cache); process CPU: user + system, "
-          "all threads (librdkafka's too), over the burst")
+    table("2. milliseconds per file in each stage",
+          ("SciCat delay", "", *STAGES, "total"), stages,
+          "wall: the audit trail's durations; CPU, main thread: py-spy samples while on the CPU (--no-profile "
+          "leaves them out); CPU, process: user + system of all threads, librdkafka's too")
     table("3. the floor: the same requests from a bare requests.Session loop",
           ("SciCat delay", "ingestor s", "bare s", "bare files/s", "bare CPU ms/file", "ratio", "target"), floor,
           "ratio: the ingestor's burst time / the bare loop's time for the same payloads")

@@ -172,6 +172,8 @@ class IngestorFigures:
     files_per_instance: list[int]  # of the burst, as the consumer group shared its partitions
     stage_s: dict[str, float]  # mean seconds per file of each stage, from the audit trails
     latencies_s: list[float] = field(default_factory=list)  # wrdn produced -> file list created, paced runs
+    # CPU seconds per file of each stage, sampled by py-spy in the first instance's main thread.
+    cpu_stage_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def files_per_s(self) -> float:
@@ -199,7 +201,8 @@ def _wait_for_file_lists(scicat: SciCatStandIn, count: int, ingestors: list[Inge
 
 
 def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: float, instances: int = 1,
-                      partitions: int = 1, latency_runs: int = 0, overrides: Optional[dict] = None) -> IngestorFigures:
+                      partitions: int = 1, latency_runs: int = 0, overrides: Optional[dict] = None,
+                      profile: bool = False) -> IngestorFigures:
     """``instances`` ingestors in one consumer group on a fresh topic, against a fresh stand-in;
     the files of ``burst`` must lie in ``work``."""
     runs = len(burst)
@@ -229,10 +232,13 @@ def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: flo
             send(broker, topic, warm[sent:])
             _wait_for_file_lists(scicat, warmed, ingestors, "the warm-up files")
 
+            sampler = StageSampler(ingestors[0].process.pid, work / f"py-spy-{group}.txt") if profile else None
             cpu_before, standin_cpu_before = sum(cpu_seconds(i.process.pid) for i in ingestors), time.process_time()
             started = time.time()
             send(broker, topic, burst)
             _wait_for_file_lists(scicat, warmed + runs, ingestors, f"{runs} files")
+            cpu_stage = {k: v / len(audit_lines_of(ingestors[0], burst)) for k, v in sampler.stop().items()} \
+                if sampler else {}
             cpu = sum(cpu_seconds(i.process.pid) for i in ingestors) - cpu_before
             standin_cpu = time.process_time() - standin_cpu_before
             finished_at = _file_list_times(scicat)
@@ -254,15 +260,71 @@ def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: flo
             codes = [i.stop() for i in ingestors]
         assert codes == [0] * instances, f"ingestors exited with {codes}"
         assert not scicat.internal_errors, scicat.internal_errors
-        burst_jobs = {run.job_id for run in burst}
-        audit_of = [[line for line in i.audit() if line["job_id"] in burst_jobs] for i in ingestors]
+        audit_of = [audit_lines_of(i, burst) for i in ingestors]
         audits = [line for lines in audit_of for line in lines]
         assert len(audits) == runs and all(a["outcome"] == "ingested" for a in audits), "not every file was ingested"
     stages = sorted({name for a in audits for name in a["durations_s"]})
     return IngestorFigures(instances, runs, seconds, cpu / runs, standin_cpu / runs, peak_rss,
                            [len(lines) for lines in audit_of],
                            {name: statistics.fmean(a["durations_s"].get(name, 0.0) for a in audits)
-                            for name in stages}, latencies)
+                            for name in stages}, latencies, cpu_stage)
+
+
+def audit_lines_of(ingestor: IngestorProcess, runs: list[Run]) -> list[dict]:
+    jobs = {run.job_id for run in runs}
+    return [line for line in ingestor.audit() if line["job_id"] in jobs]
+
+
+# -- CPU by stage: py-spy samples of the ingestor's main thread ------------------------------
+
+# A sample's stage: the first of these whose pattern one of its frames holds. The loop's
+# own frame comes last, as it encloses every other: alone, it is in poll or commit.
+STAGE_OF_FRAME = (
+    ("decode_message", "decode"),
+    ("read_nexus_metadata", "metadata read"),
+    ("compute_checksum", "checksum"),
+    ("describe_file", "checksum"),  # stat, user and group names
+    ("SciCatClient.", "SciCat HTTP"),
+    ("append_line_durably", "audit trail"),
+    ("logging/", "log lines"),
+    ("build_", "building the payloads"),
+    ("OffsetCommitter.", "Kafka poll and commit"),
+    ("Ingestor.handle", "other"),
+    ("Ingestor.run", "Kafka poll and commit"),
+)
+SAMPLES_PER_S = 200
+
+
+class StageSampler:
+    """py-spy attached to a running process; stop() gives CPU seconds by stage.
+
+    Only samples of a thread on the CPU count (py-spy leaves idle ones out), so
+    waiting for SciCat's answer or for a Kafka message costs nothing here."""
+
+    def __init__(self, pid: int, output: Path):
+        import shutil
+        import subprocess
+
+        self.output = output
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+        assert spy, "py-spy is not installed (pip install py-spy), or leave out --profile"
+        self.process = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(SAMPLES_PER_S),
+                                         "--nonblocking", "--format", "raw", "--output", str(output)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before the first message comes
+
+    def stop(self) -> dict[str, float]:
+        import signal
+
+        self.process.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+        self.process.wait(30)
+        seconds: dict[str, float] = {}
+        for line in self.output.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")[::-1]
+            stage = next((name for pattern, name in STAGE_OF_FRAME for frame in frames if pattern in frame), "other")
+            seconds[stage] = seconds.get(stage, 0.0) + int(count) / SAMPLES_PER_S
+        return seconds
 
 
 # -- the floor: the same requests, nothing around them ---------------------------------------

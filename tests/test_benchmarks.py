@@ -27,7 +27,8 @@ def run_benchmark(script: str, kafka_bootstrap: str, tmp_path: Path, *args: str)
 def test_end_to_end_benchmark_prints_throughput_latency_stages_and_the_floor(kafka_bootstrap, tmp_path):
     out = run_benchmark("bench_end_to_end.py", kafka_bootstrap, tmp_path, "--runs", "4", "--latency-runs", "2",
                         "--delays-ms", "0,20")
-    assert "1. end to end" in out and "2. per file in each stage" in out and "3. the floor" in out
+    assert "1. end to end" in out and "2. milliseconds per file in each stage" in out and "3. the floor" in out
+    assert "CPU, main thread" in out  # py-spy sampled the ingestor
     assert "<= 1.5:" in out and "<= 1.1:" in out  # each delay's ratio beside its target
     assert "20 ms" in out
 
