@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (add_kafka_argument, kafka, machine_line, measure_bare_floor, measure_ingestors, payloads_for,
+from harness import (add_common_arguments, kafka, machine_line, measure_bare_floor, measure_ingestors, payloads_for,
                      percentile, table, verdict, write_runs)
 
 # The ingestor's settings for the benchmark: sha256 checksums, and deterministic pids (the
@@ -42,8 +42,7 @@ def main() -> int:
     parser.add_argument("--latency-runs", type=int, default=100, help="files sent at a steady pace (100)")
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="CPU by stage from py-spy samples (needs py-spy and leave to ptrace; default: on)")
-    parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
-    add_kafka_argument(parser)
+    add_common_arguments(parser)
     args = parser.parse_args()
     delays = [float(ms) / 1000 for ms in args.delays_ms.split(",")]
     print(machine_line())

@@ -37,7 +37,7 @@ from streaming_data_types.finished_writing_wrdn import serialise_wrdn
 from streaming_data_types.run_start_pl72 import serialise_pl72
 from streaming_data_types.status_x5f2 import serialise_x5f2
 
-from harness import add_kafka_argument, kafka, machine_line, measure_pass_over, memory_mb, si, table, verdict
+from harness import add_common_arguments, kafka, machine_line, measure_pass_over, memory_mb, si, table, verdict
 
 MB = 1024 * 1024
 
@@ -183,8 +183,7 @@ def main() -> int:
     parser.add_argument("--messages", default="1000,10000,50000",
                         help="message counts at which to read the resident memory (1000,10000,50000)")
     parser.add_argument("--heartbeats", type=int, default=200_000, help="heartbeats to pass over (200000)")
-    parser.add_argument("--work-dir", help="where to make the test files (default: a temporary folder)")
-    add_kafka_argument(parser)
+    add_common_arguments(parser)
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import add_kafka_argument, kafka, machine_line, measure_ingestors, table, write_runs
+from harness import add_common_arguments, kafka, machine_line, measure_ingestors, table, write_runs
 
 OVERRIDES = {"dataset.pid_prefix": "20.500.12269"}
 
@@ -32,8 +32,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=6,
                         help="partitions of the topic (6: shared evenly by 1, 2 or 3 instances)")
     parser.add_argument("--delay-ms", type=float, default=20, help="SciCat delay per request (20)")
-    parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
-    add_kafka_argument(parser)
+    add_common_arguments(parser)
     args = parser.parse_args()
     print(machine_line())
     print(f"{args.runs} files of about 35 kB per burst; topic of {args.partitions} partitions; "

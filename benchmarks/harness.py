@@ -68,7 +68,8 @@ def kafka(bootstrap: Optional[str]) -> Iterator[str]:
         yield broker.bootstrap
 
 
-def add_kafka_argument(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work-dir", help="where to make the files (default: a temporary folder)")
     parser.add_argument("--kafka", metavar="HOST:PORT",
                         help="an existing Kafka to use (default: start a Tansu broker for the run)")
 
