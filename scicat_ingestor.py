@@ -1226,6 +1226,10 @@ class OffsetCommitter:
     def commit_pending(self, asynchronous: bool) -> None:
         pending, self.pending = self.pending, {}
         if pending:
+            # After a rebalance, offsets of a partition another member now reads are not ours to commit.
+            owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+            pending = {where: offset for where, offset in pending.items() if where in owned}
+        if pending:
             self._commit(pending, asynchronous)
         self.next_commit = time.monotonic() + PASSED_OVER_COMMIT_INTERVAL_S
 
@@ -1237,7 +1241,8 @@ class OffsetCommitter:
                                  asynchronous=asynchronous)
         except KafkaException as e:
             # After a rebalance the messages may come again, here or elsewhere; publish() makes that harmless.
-            logger.warning("could not commit %s: %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in offsets.items()), e)
+            logger.warning("could not commit %s: %s", ", ".join(f"{t}[{p}]@{o}" for (t, p), o in offsets.items()),
+                           e)
 
 
 class Ingestor:
@@ -1386,9 +1391,9 @@ class Ingestor:
     def handle(self, delivery: Delivery) -> bool:
         """Act on one message; returns once it is safe to commit its offset.
 
-        True when a finished file was handled, False for any other message:
-        read again after a crash, those change nothing outside this process
-        (a spooled damaged wrdn is already on disk)."""
+        True for a finished file's message (a damaged one too, once spooled),
+        False for the others: read again after a crash, they change nothing
+        outside this process."""
         started = time.monotonic()
         try:
             message = decode_message(delivery.payload)
@@ -1400,6 +1405,7 @@ class Ingestor:
                 # A damaged wrdn may be the only news of a file: keep it for a human.
                 self.spool.add(spool_record(delivery, None, None, str(e), 1))
                 self.stats.spooled += 1
+                return True
             return False
         decode_s = time.monotonic() - started
         if isinstance(message, PassedOver):
