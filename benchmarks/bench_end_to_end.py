@@ -21,8 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import (add_common_arguments, kafka, machine_line, measure_bare_floor, measure_ingestors, payloads_for,
-                     percentile, table, verdict, write_runs)
+from harness import (FAST_CONSUMER, add_common_arguments, kafka, machine_line, measure_bare_floor, measure_ingestors,
+                     payloads_for, percentile, table, verdict, write_runs)
 
 # The ingestor's settings for the benchmark: sha256 checksums, and deterministic pids (the
 # recommended way to never make a dataset twice).
@@ -47,7 +47,7 @@ def main() -> int:
     delays = [float(ms) / 1000 for ms in args.delays_ms.split(",")]
     print(machine_line())
     print(f"{args.runs} files of about 35 kB in a burst, {args.latency_runs} at a steady pace; "
-          "checksum sha256; dataset.pid_prefix set")
+          f"checksum sha256; dataset.pid_prefix set; kafka.consumer {FAST_CONSUMER} (as in the tests)")
 
     speed, stages, floor = [], [], []
     with tempfile.TemporaryDirectory(dir=args.work_dir) as work, kafka(args.kafka) as broker:

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition  # noqa: E402
-from ingestor_harness import IngestorProcess, ingestor_config, producer, wait_until  # noqa: E402
+from ingestor_harness import FAST_CONSUMER, IngestorProcess, ingestor_config, producer, wait_until  # noqa: E402
 from kafka_broker import TansuBroker, create_topic, produce  # noqa: E402
 from scicat_standin import SciCatStandIn  # noqa: E402
 
