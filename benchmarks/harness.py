@@ -292,6 +292,10 @@ STAGE_OF_FRAME = (
     ("OffsetCommitter.", "Kafka poll and commit"),
     ("Ingestor.handle", "other"),
     ("Ingestor.run", "Kafka poll and commit"),
+    # A sample taken without pausing the process may hold only the innermost frames.
+    ("h5py/", "metadata read"),
+    ("requests/", "SciCat HTTP"),
+    ("urllib3/", "SciCat HTTP"),
 )
 SAMPLES_PER_S = 200
 
