@@ -1194,7 +1194,9 @@ def build_dataset(
         "scientificMetadata": build_scientific_metadata(run_start, finished, nexus, metadata),
     }
     if defaults.pid_prefix:
-        dataset["pid"] = deterministic_pid(defaults.pid_prefix, finished.job_id, finished.file_name)
+        # By the file's name, not its path: --ingest-file sees the file under this host's
+        # mount, the loop under the writer's path, and both must give the same pid.
+        dataset["pid"] = deterministic_pid(defaults.pid_prefix, finished.job_id, os.path.basename(finished.file_name))
     missing = [name for name in SCICAT_REQUIRED if not dataset[name]]
     if missing:
         raise IncompleteDataset(f"no value for {', '.join(missing)}: set them in the dataset section of the config")
@@ -1708,6 +1710,13 @@ def offline_job_id(path: str, files: FilesConfig) -> str:
     return stored or str(uuid.uuid5(OFFLINE_JOB_NAMESPACE, os.path.realpath(path)))
 
 
+# Offsets of messages that touch no file (heartbeats, run starts, junk) are committed
+# at most this often: committing each of a flood of heartbeats would keep the broker
+# busy answering commits instead of fetches. Read again after a crash, they change
+# nothing outside this process.
+PASSED_OVER_COMMIT_INTERVAL_S = 1.0
+
+
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
@@ -1721,8 +1730,10 @@ class Ingestor:
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
-        # Handled messages whose commit failed: (topic, partition) -> the offset to commit.
+        # Handled messages not committed yet: (topic, partition) -> the offset to commit. Those
+        # whose commit failed, and those touching no file, until the next once-a-second commit.
         self.uncommitted: dict[tuple[str, int], int] = {}
+        self.next_commit = 0.0
         self.stats = Statistics()
         self.stop_requested = False
         self.consumer: Any = None
@@ -1805,10 +1816,9 @@ class Ingestor:
         """
         catalogue = self.catalogue
         job_id = dataset["scientificMetadata"]["job_id"]["value"]
-        existing = catalogue.get_dataset(dataset["pid"]) if "pid" in dataset else None
-        # Also by job id when the pid finds nothing: --ingest-file names a file by this
-        # host's path, the loop by the writer's, so the same file may get another pid.
-        if existing is None and self.config.options.check_by_job_id:
+        existing = None
+        # With our own pid no lookup first: SciCat's 409 tells a duplicate, one request less per file.
+        if "pid" not in dataset and self.config.options.check_by_job_id:
             existing = catalogue.find_dataset_by_job(job_id)
         if existing is None:
             try:
@@ -1894,8 +1904,13 @@ class Ingestor:
 
     # -- one Kafka message -----------------------------------------------------
 
-    def handle(self, delivery: Delivery) -> None:
-        """Act on one message; returns once it is safe to commit its offset."""
+    def handle(self, delivery: Delivery) -> bool:
+        """Act on one message; returns once it is safe to commit its offset.
+
+        True for a finished file's message (a damaged one too, once spooled),
+        False for the others: read again after a crash, they change nothing
+        outside this process."""
+        started = time.monotonic()
         try:
             message = decode_message(delivery.payload)
         except UndecodableMessage as e:
@@ -1906,11 +1921,13 @@ class Ingestor:
                 # A damaged wrdn may be the only news of a file: keep it for a human.
                 self.spool.add(spool_record(delivery, None, None, str(e), 1))
                 self.stats.spooled += 1
-            return
+                return True
+            return False
+        decode_s = time.monotonic() - started
         if isinstance(message, PassedOver):
             self.stats.messages[message.schema] += 1
             logger.debug("passing over a %s message at %s", message.schema, delivery.where())
-            return
+            return False
         if message.metadata_error:
             logger.warning("job %s at %s: %s; going on without it", message.job_id, delivery.where(),
                            message.metadata_error)
@@ -1918,13 +1935,16 @@ class Ingestor:
             self.stats.messages[SCHEMA_RUN_START] += 1
             logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
             self.run_starts.remember(message)
-            return
+            return False
         self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
         run_start = self.run_starts.take(message.job_id)
         if run_start is None:
             logger.info("finished writing job %s without its run start: using the file's own metadata",
                         message.job_id)
-        self.record(self.ingest(message, run_start), message, run_start, delivery)
+        outcome = self.ingest(message, run_start)
+        outcome.durations["decode_s"] = decode_s
+        self.record(outcome, message, run_start, delivery)
+        return True
 
     # -- the consumer ----------------------------------------------------------
 
@@ -1952,6 +1972,8 @@ class Ingestor:
 
         offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.uncommitted.items()
                    if partitions is None or (topic, partition) in partitions]
+        if partitions is None:
+            self.next_commit = time.monotonic() + PASSED_OVER_COMMIT_INTERVAL_S
         if not offsets:
             return
         try:
@@ -2056,6 +2078,7 @@ class Ingestor:
                 msg = self.consumer.poll(kafka.poll_timeout_s)
                 self.tick()
                 if msg is None:
+                    self.commit_handled()  # a quiet moment: catch up
                     continue
                 if msg.error():
                     if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -2064,7 +2087,7 @@ class Ingestor:
                 delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset())
                 self.in_hand, self.in_hand_revoked = delivery, False
                 try:
-                    self.handle(delivery)
+                    touched_file = self.handle(delivery)
                 except PartitionRevoked:
                     # Finishing it now could race its new owner into a second dataset.
                     logger.warning("a rebalance took %s while its message waited: left uncommitted for the "
@@ -2073,12 +2096,14 @@ class Ingestor:
                 finally:
                     self.in_hand = None
                 self.uncommitted[(delivery.topic, delivery.partition)] = delivery.offset + 1
-                self.commit_handled()
+                if touched_file or time.monotonic() >= self.next_commit:
+                    self.commit_handled()
         except StopRequested:
             logger.info("stopped while waiting: the message in hand will be read again at the next start")
         finally:
             self.check_kafka()  # the lag as we leave
             self.log_statistics()
+            self.commit_handled()
             self.consumer.close()
             logger.info("consumer closed; stopped")
 

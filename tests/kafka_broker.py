@@ -14,7 +14,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -90,8 +90,11 @@ def create_topic(bootstrap: str, name: str, partitions: int = 1, timeout_s: floa
 
 
 def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], key: Optional[bytes] = None,
-            timeout_s: float = 15.0) -> int:
-    """Produce and flush; raise unless every message was acknowledged. Returns the count."""
+            timeout_s: float = 15.0, keys: Optional[Sequence[bytes]] = None) -> int:
+    """Produce and flush; raise unless every message was acknowledged. Returns the count.
+
+    ``keys``, one per payload, instead of one ``key`` for all: many jobs in one
+    batch, each job's messages on its own partition."""
     producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "linger.ms": 0})
     failures: list[str] = []
     acknowledged = 0
@@ -105,7 +108,12 @@ def produce(bootstrap: str, topic: str, payloads: Iterable[bytes], key: Optional
 
     sent = 0
     for payload in payloads:
-        producer.produce(topic, payload, key=key, on_delivery=report)
+        while True:
+            try:
+                producer.produce(topic, payload, key=keys[sent] if keys else key, on_delivery=report)
+                break
+            except BufferError:  # the local queue is full (100k messages): let deliveries drain it
+                producer.poll(0.1)
         producer.poll(0)
         sent += 1
     left = producer.flush(timeout_s)

@@ -284,6 +284,15 @@ def test_a_deterministic_pid_when_a_prefix_is_configured():
     assert "pid" not in build()
 
 
+def test_the_pid_is_the_same_whether_the_file_is_named_by_the_writers_path_or_this_hosts():
+    # The loop knows the writer's path; --ingest-file the mounted one: one file, one dataset.
+    defaults = si.dataclasses.replace(DEFAULTS, pid_prefix="20.500.12269")
+    by_writer = build(fw=finished(file_name="/writer/out/dream_00001.hdf"), defaults=defaults)["pid"]
+    by_host = build(fw=finished(file_name="/mnt/data/dream_00001.hdf"), defaults=defaults)["pid"]
+    assert by_writer == by_host
+    assert build(fw=finished(file_name="/mnt/data/dream_00002.hdf"), defaults=defaults)["pid"] != by_host
+
+
 # The raw dataset fields of SciCat's v3 contract (shared/docs/scicat-api.md).
 SCICAT_RAW_FIELDS = {
     "type", "owner", "ownerGroup", "contactEmail", "sourceFolder", "creationTime", "principalInvestigator",

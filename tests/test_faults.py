@@ -115,3 +115,20 @@ def test_deterministic_pids_make_redelivery_harmless(tmp_path, data_dir, scicat,
     assert len(scicat.datasets) == 3
     assert all(pid.startswith("20.500.12269/") for pid in scicat.datasets)
     assert one_dataset_each(scicat, runs)
+
+
+def test_with_deterministic_pids_a_new_file_costs_two_requests(tmp_path, data_dir, scicat, kafka_bootstrap,
+                                                                kafka_topic):
+    """No lookup before creating: SciCat's 409 tells a duplicate (above), so a new file costs
+    SciCat one dataset POST and one origdatablock POST, after the login (and the cached
+    proposal, instrument and sample lookups)."""
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    config["dataset"]["pid_prefix"] = "20.500.12269"
+    with IngestorProcess(tmp_path, config) as ingestor:
+        FileWriter(kafka_bootstrap, kafka_topic, data_dir).run()
+        wait_until(lambda: ingestor.audit(), 60, "the outcome")
+    assert [a["outcome"] for a in ingestor.audit()] == ["ingested"]
+    datasets = [(method, path) for method, path, _ in scicat.requests_log
+                if not path.startswith(("/api/v3/Proposals", "/api/v3/Instruments", "/api/v3/Samples"))]
+    assert datasets == [
+        ("POST", "/api/v3/auth/login"), ("POST", "/api/v3/Datasets"), ("POST", "/api/v3/OrigDatablocks")]

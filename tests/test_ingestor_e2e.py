@@ -63,6 +63,8 @@ def test_a_finished_file_becomes_a_dataset_with_its_file_list(tmp_path, scicat, 
 
     [audit] = ingestor.audit()
     assert audit["outcome"] == "ingested" and audit["pid"] == dataset["pid"] and audit["job_id"] == run["job_id"]
+    # Where the time went, stage by stage.
+    assert set(audit["durations_s"]) == {"decode_s", "metadata_s", "checksum_s", "scicat_s"}
 
 
 def test_sigterm_stops_cleanly_and_the_offset_is_committed(tmp_path, scicat, setup):
@@ -80,6 +82,31 @@ def test_sigterm_stops_cleanly_and_the_offset_is_committed(tmp_path, scicat, set
     assert again.stop() == 0
     assert run["job_id"] not in again.log()
     assert len(datasets_of(scicat, run["job_id"])) == 1
+
+
+def test_a_flood_of_heartbeats_is_passed_over_and_committed_with_nothing_after_it(tmp_path, scicat, setup,
+                                                                                   kafka_bootstrap, kafka_topic):
+    """Heartbeats are committed in batches, not one by one; still the flood's last one is
+    committed soon, though no message follows, and a restart reads none of them again."""
+    from confluent_kafka import Consumer, TopicPartition
+    from streaming_data_types.status_x5f2 import serialise_x5f2
+
+    writer, config = setup
+    heartbeat = serialise_x5f2("kafka-to-nexus", "6.0.0", "fw-1", "host", 1, 2000, "{}")
+    writer.send(*[heartbeat] * 5000)
+    group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": config["kafka"]["group_id"]})
+    try:
+        with IngestorProcess(tmp_path, config) as ingestor:
+            wait_until(lambda: group.committed([TopicPartition(kafka_topic, 0)], timeout=10)[0].offset == 5000,
+                       60, "the last heartbeat's offset committed")
+            assert ingestor.running()
+    finally:
+        group.close()
+    with IngestorProcess(tmp_path, config) as again:
+        run = writer.run()
+        wait_until(lambda: datasets_of(scicat, run["job_id"]), 60, "the dataset after the flood")
+        again.wait_for_log("statistics:")
+        assert "x5f2" not in again.log()
 
 
 def test_noise_and_garbage_are_passed_over_and_the_loop_goes_on(tmp_path, scicat, setup):
