@@ -2347,7 +2347,8 @@ def check_config(config: Config) -> int:
         report("kafka", "", f"reached {','.join(kafka.bootstrap_servers)}")
         for topic in kafka.topics:
             if topic in topics and topics[topic].error is None:
-                report(f"kafka topic {topic}", "", f"{len(topics[topic].partitions)} partitions")
+                count = len(topics[topic].partitions)
+                report(f"kafka topic {topic}", "", f"{count} partition{'s' if count != 1 else ''}")
             else:
                 report(f"kafka topic {topic}", "no such topic")
     except KafkaException as e:
