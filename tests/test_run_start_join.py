@@ -9,6 +9,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_dataset_each, wait_until
 
+import producer  # noqa: E402  (examples/producer, on the path ingestor_harness sets)
+
 pytestmark = pytest.mark.integration
 
 # What the experiment control system puts in the run start; the wrdn below carries none of it.
@@ -71,6 +73,24 @@ def test_a_run_start_survives_a_stop_before_its_finish(tmp_path, writer, scicat,
 
 def test_a_run_start_survives_a_kill_9_before_its_finish(tmp_path, writer, scicat, kafka_bootstrap, kafka_topic):
     started_then_finished_after(IngestorProcess.kill, tmp_path, writer, scicat, kafka_bootstrap, kafka_topic)
+
+
+def test_a_run_start_survives_a_stop_while_its_wrdn_waits_for_the_file(tmp_path, writer, scicat, kafka_bootstrap,
+                                                                       kafka_topic):
+    """The wrdn left uncommitted by a stop is read again, and so is its run start before it."""
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"files.wait_s": 60})
+    first = IngestorProcess(tmp_path, config).start()
+    run = writer.run(metadata=json.dumps(RUN_METADATA), send_finish=False, write_file=False)
+    writer.finish(run)
+    first.wait_for_log("waiting for it")
+    assert first.stop() == 0
+    assert "stopped while waiting" in first.log()
+    producer.write_nexus_file(run["path"], job_id=run["job_id"], proposal=run["proposal"], title=run["title"],
+                              run_number=int(run["run_name"].removeprefix("run_")), events=10)
+    with IngestorProcess(tmp_path, config):
+        wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the dataset")
+    [dataset] = scicat.datasets_for_job(run["job_id"])
+    assert_built_with_its_run_start(dataset, run)
 
 
 @pytest.mark.parametrize("pid_prefix", ["", "20.500.12269"])
