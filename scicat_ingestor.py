@@ -174,6 +174,9 @@ class OptionsConfig:
     log_message_prefix: str = " SFI: "
     dry_run: bool = False
     run_start_cache_size: int = 1000
+    # A run start whose wrdn has not come within this long is forgotten, and no longer holds
+    # its partition's offset back (a writer that died without a wrdn).
+    run_start_max_age_s: float = 7 * 24 * 3600.0
     stats_interval_s: float = 60.0
     # Before creating a dataset, look for one with the same job id.
     check_by_job_id: bool = True
@@ -399,6 +402,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"options.logging_level: expected one of {', '.join(LOG_LEVELS)}")
     if config.options.run_start_cache_size < 1:
         raise ConfigError("options.run_start_cache_size: must be at least 1")
+    if config.options.run_start_max_age_s <= 0:
+        raise ConfigError("options.run_start_max_age_s: must be > 0")
     if config.options.graylog_protocol not in GRAYLOG_PROTOCOLS:
         raise ConfigError(f"options.graylog_protocol: expected one of {', '.join(GRAYLOG_PROTOCOLS)}")
     if not 0 <= config.health.port <= 65535:
@@ -635,26 +640,71 @@ def preview(payload: bytes) -> str:
     return head.hex(" ") + more
 
 
+@dataclass
+class WaitingRunStart:
+    """A run start waiting for its wrdn, and where it came from: its partition's offset
+    is not committed past it, so a restart or the partition's next owner reads it again."""
+
+    run_start: RunStart
+    topic: str
+    partition: int
+    offset: int
+    # Seconds since the epoch, from Kafka's timestamp: the age survives a restart.
+    sent_at: float
+
+
 class RunStartCache:
     """The run starts waiting for their wrdn, oldest dropped first.
 
-    Bounded: a facility runs for months, and a run whose wrdn never comes
-    must not keep memory forever.
+    Bounded in number and in age: a facility runs for months, and a run whose
+    wrdn never comes must neither keep memory nor hold its partition's offset
+    back forever.
     """
 
-    def __init__(self, capacity: int):
+    def __init__(self, capacity: int, max_age_s: float = math.inf):
         self.capacity = capacity
-        self._by_job: OrderedDict[str, RunStart] = OrderedDict()
+        self.max_age_s = max_age_s
+        self._by_job: OrderedDict[str, WaitingRunStart] = OrderedDict()
 
-    def remember(self, run_start: RunStart) -> None:
-        self._by_job[run_start.job_id] = run_start
+    def remember(self, run_start: RunStart, topic: str = "", partition: int = -1, offset: int = -1,
+                 sent_at: float = 0.0) -> None:
+        self._by_job[run_start.job_id] = WaitingRunStart(run_start, topic, partition, offset, sent_at or time.time())
         self._by_job.move_to_end(run_start.job_id)
         while len(self._by_job) > self.capacity:
-            job_id, dropped = self._by_job.popitem(last=False)
-            logger.warning("forgetting run start of job %s (%s): its wrdn has not come", job_id, dropped.filename)
+            self._forget(next(iter(self._by_job)), f"and {self.capacity} newer run starts wait")
+
+    def forget_expired(self) -> None:
+        """Forget the run starts older than max_age_s. Only the oldest remembered are looked at, so
+        this is cheap enough for every poll; Kafka's timestamps come nearly in that order."""
+        cutoff = time.time() - self.max_age_s
+        while self._by_job and (oldest := next(iter(self._by_job.values()))).sent_at < cutoff:
+            self._forget(oldest.run_start.job_id, f"within {self.max_age_s:.0f} s")
+
+    def _forget(self, job_id: str, why: str) -> None:
+        dropped = self._by_job.pop(job_id)
+        logger.warning("forgetting run start of job %s (%s): its wrdn has not come %s", job_id,
+                       dropped.run_start.filename, why)
+
+    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
+        for job_id in [job_id for job_id, waiting in self._by_job.items()
+                       if (waiting.topic, waiting.partition) in partitions]:
+            del self._by_job[job_id]
+
+    def get(self, job_id: str) -> Optional[RunStart]:
+        waiting = self._by_job.get(job_id)
+        return waiting.run_start if waiting else None
 
     def take(self, job_id: str) -> Optional[RunStart]:
-        return self._by_job.pop(job_id, None)
+        waiting = self._by_job.pop(job_id, None)
+        return waiting.run_start if waiting else None
+
+    def oldest_offsets(self) -> dict[tuple[str, int], int]:
+        """(topic, partition) -> the offset of the oldest run start waiting on it."""
+        oldest: dict[tuple[str, int], int] = {}
+        for waiting in self._by_job.values():
+            key = (waiting.topic, waiting.partition)
+            oldest[key] = min(oldest.get(key, waiting.offset), waiting.offset)
+        return oldest
 
     def __len__(self) -> int:
         return len(self._by_job)
@@ -1559,6 +1609,7 @@ class Delivery:
     topic: str = ""
     partition: int = -1
     offset: int = -1
+    sent_at: float = 0.0  # Kafka's timestamp, seconds since the epoch; 0 when it has none
 
     def where(self) -> str:
         return f"{self.topic}[{self.partition}]@{self.offset}"
@@ -1725,14 +1776,17 @@ class Ingestor:
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
             DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat, wait=self.wait)
         )
-        self.run_starts = RunStartCache(config.options.run_start_cache_size)
+        self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
         self.spool = Spool(config.spool.directory)
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
         # Handled messages not committed yet: (topic, partition) -> the offset to commit. Those
-        # whose commit failed, and those touching no file, until the next once-a-second commit.
+        # whose commit failed, those touching no file until the next once-a-second commit, and
+        # those behind a run start still waiting for its wrdn.
         self.uncommitted: dict[tuple[str, int], int] = {}
+        # (topic, partition) -> the offset last committed: a floor that has not moved is not committed again.
+        self.committed: dict[tuple[str, int], int] = {}
         self.next_commit = 0.0
         self.stats = Statistics()
         self.stop_requested = False
@@ -1934,16 +1988,19 @@ class Ingestor:
         if isinstance(message, RunStart):
             self.stats.messages[SCHEMA_RUN_START] += 1
             logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
-            self.run_starts.remember(message)
+            self.run_starts.remember(message, delivery.topic, delivery.partition, delivery.offset, delivery.sent_at)
             return False
         self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
-        run_start = self.run_starts.take(message.job_id)
+        run_start = self.run_starts.get(message.job_id)
         if run_start is None:
             logger.info("finished writing job %s without its run start: using the file's own metadata",
                         message.job_id)
         outcome = self.ingest(message, run_start)
         outcome.durations["decode_s"] = decode_s
         self.record(outcome, message, run_start, delivery)
+        # Only now: a wait abandoned above (stop, rebalance) leaves the run start holding its
+        # offset back, for the wrdn read again.
+        self.run_starts.take(message.job_id)
         return True
 
     # -- the consumer ----------------------------------------------------------
@@ -1967,11 +2024,17 @@ class Ingestor:
         logger.warning("Kafka: %s", error)
 
     def commit_handled(self, partitions: Optional[set[tuple[str, int]]] = None) -> None:
-        """Commit the offsets of handled messages (on these partitions) not committed yet."""
+        """Commit the offsets of handled messages (on these partitions) not committed yet, but never
+        past a run start still waiting for its wrdn: after a restart, or for the partition's next
+        owner, Kafka delivers it again, and the run and its metadata are not lost."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        offsets = [TopicPartition(topic, partition, offset) for (topic, partition), offset in self.uncommitted.items()
-                   if partitions is None or (topic, partition) in partitions]
+        floors = self.run_starts.oldest_offsets()
+        offsets = []
+        for key, handled in self.uncommitted.items():
+            offset = min(handled, floors.get(key, handled))
+            if (partitions is None or key in partitions) and offset != self.committed.get(key):
+                offsets.append(TopicPartition(*key, offset))
         if partitions is None:
             self.next_commit = time.monotonic() + PASSED_OVER_COMMIT_INTERVAL_S
         if not offsets:
@@ -1987,7 +2050,10 @@ class Ingestor:
             if tp.error:
                 logger.warning("could not commit %s[%d]@%d: %s", tp.topic, tp.partition, tp.offset, tp.error)
             else:
-                del self.uncommitted[(tp.topic, tp.partition)]
+                key = (tp.topic, tp.partition)
+                self.committed[key] = tp.offset
+                if self.uncommitted.get(key) == tp.offset:  # else held back by a run start: again when it goes
+                    del self.uncommitted[key]
 
     def let_go(self, partitions: list[Any]) -> None:
         """These partitions are no longer ours: abandon the message in hand if it is on one of them."""
@@ -1996,6 +2062,11 @@ class Ingestor:
             self.in_hand_revoked = True
         for key in gone:
             self.uncommitted.pop(key, None)
+            self.committed.pop(key, None)
+        # Their run starts go too. The new owner reads them again from the committed floor; a copy
+        # kept here would, should the partition come back after that owner handled their wrdn,
+        # hold our commits below the ones it made, and the partition would be read again.
+        self.run_starts.forget_partitions(gone)
 
     def on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         logger.info("partitions assigned: %s", partition_names(partitions))
@@ -2023,6 +2094,7 @@ class Ingestor:
     def tick(self) -> None:
         """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
         now = self.stats.last_poll = time.monotonic()
+        self.run_starts.forget_expired()
         if now >= self.next_kafka_check:
             self.check_kafka()
             self.next_kafka_check = time.monotonic() + min(KAFKA_CHECK_INTERVAL_S,
@@ -2059,7 +2131,7 @@ class Ingestor:
 
     def run(self) -> None:
         """Poll, handle, commit, until asked to stop."""
-        from confluent_kafka import Consumer, KafkaError
+        from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
         kafka = self.config.kafka
         try:
@@ -2084,7 +2156,9 @@ class Ingestor:
                     if msg.error().code() != KafkaError._PARTITION_EOF:
                         logger.warning("Kafka: %s", msg.error())
                     continue
-                delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset())
+                kind, sent_ms = msg.timestamp()
+                delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset(),
+                                    sent_ms / 1000 if kind != TIMESTAMP_NOT_AVAILABLE else 0.0)
                 self.in_hand, self.in_hand_revoked = delivery, False
                 try:
                     touched_file = self.handle(delivery)

@@ -158,8 +158,9 @@ class FileWriter:
 
     def run(self, proposal: str = "123456", metadata: str = "{}", error: bool = False,
             send_run_start: bool = True, write_file: bool = True, events: int = 100,
-            title: Optional[str] = None) -> dict:
-        """One run; returns job_id, path, size, run_name, title."""
+            title: Optional[str] = None, send_finish: bool = True) -> dict:
+        """One run; returns job_id, path, size, run_name, title. Without send_finish the wrdn
+        waits for finish()."""
         job_id = str(uuid.uuid4())
         run_number = self.run_number
         self.run_number += 1
@@ -179,13 +180,19 @@ class FileWriter:
                 str(path), job_id=job_id, instrument=self.instrument, proposal=proposal,
                 run_number=run_number, title=title, events=events,
             )
-        messages.append(producer.make_finished_writing(
-            job_id=job_id, file_name=str(path), metadata=metadata, error=error,
-            message="disk full" if error else None,
-        ))
+        if send_finish:
+            messages.append(producer.make_finished_writing(
+                job_id=job_id, file_name=str(path), metadata=metadata, error=error,
+                message="disk full" if error else None,
+            ))
         produce(self.bootstrap, self.topic, messages, key=job_id.encode())
         return {"job_id": job_id, "path": str(path), "size": size, "run_name": run_name,
                 "title": title, "proposal": proposal}
+
+    def finish(self, run: dict, metadata: str = "{}") -> None:
+        """The wrdn of a run started with send_finish=False."""
+        produce(self.bootstrap, self.topic, [producer.make_finished_writing(
+            job_id=run["job_id"], file_name=run["path"], metadata=metadata)], key=run["job_id"].encode())
 
     def send(self, *payloads: bytes) -> None:
         produce(self.bootstrap, self.topic, list(payloads))

@@ -110,6 +110,7 @@ def test_wrong_type_is_named_with_the_expected_type(section, key, value, expecte
         (lambda c: c["dataset"].update(contact_email="nobody"), "dataset.contact_email"),
         (lambda c: c["options"].update(logging_level="LOUD"), "options.logging_level"),
         (lambda c: c["options"].update(graylog_protocol="http"), "options.graylog_protocol"),
+        (lambda c: c["options"].update(run_start_max_age_s=0), "options.run_start_max_age_s"),
         (lambda c: c.update(health={"port": 70000}), "health.port"),
     ],
 )

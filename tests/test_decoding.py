@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,17 @@ def test_a_run_start_sent_again_counts_as_the_newest():
     for job in ("a", "b", "a", "c"):
         cache.remember(si.RunStart(job_id=job, filename=f"/{job}.hdf"))
     assert cache.take("a") is not None and cache.take("b") is None
+
+
+def test_a_run_start_is_as_old_as_its_kafka_timestamp_so_one_read_again_after_a_restart_ages_on(caplog):
+    cache = si.RunStartCache(capacity=10, max_age_s=60)
+    cache.remember(si.RunStart(job_id="old", filename="/old.hdf"), "t", 0, 5, sent_at=time.time() - 120)
+    cache.remember(si.RunStart(job_id="new", filename="/new.hdf"), "t", 0, 7, sent_at=time.time())
+    cache.remember(si.RunStart(job_id="other", filename="/other.hdf"), "t", 1, 3, sent_at=time.time())
+    assert cache.oldest_offsets() == {("t", 0): 5, ("t", 1): 3}
+    cache.forget_expired()
+    assert cache.get("old") is None
+    assert "forgetting run start of job old (/old.hdf): its wrdn has not come within 60 s" in caplog.text
+    assert cache.oldest_offsets() == {("t", 0): 7, ("t", 1): 3}
+    cache.forget_partitions({("t", 1)})  # a rebalance took it
+    assert cache.oldest_offsets() == {("t", 0): 7}
