@@ -849,15 +849,21 @@ def open_nexus(path: str) -> typing.Iterator[Any]:
         raise FileNotReady(f"{path}: cannot be read as HDF5: {e}") from None
 
 
-def read_nexus_metadata(path: str) -> NexusMetadata:
-    """Read /entry's metadata values and users from a NeXus file.
+def _opened(path: str, opened: Any) -> typing.ContextManager[Any]:
+    """The file already opened by the caller, or the file at ``path`` opened now."""
+    return contextlib.nullcontext(opened) if opened is not None else open_nexus(path)
+
+
+def read_nexus_metadata(path: str, opened: Any = None) -> NexusMetadata:
+    """Read /entry's metadata values and users from a NeXus file (``opened``: the
+    same file already open, so one reading opens it once).
 
     Only scalar datasets at known places are read: the data arrays of a real
     file are gigabytes and are never touched.
     """
     import h5py
 
-    with open_nexus(path) as f:
+    with _opened(path, opened) as f:
         entry = f.get("entry")
         if entry is None:
             entry = next((g for g in f.values() if _nx_class(g) == "NXentry"), None)
@@ -957,10 +963,11 @@ def default_key(path: str) -> str:
     return "_".join(parts[1:] or parts)
 
 
-def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_length: int) -> dict[str, NexusValue]:
+def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_length: int,
+                             opened: Any = None) -> dict[str, NexusValue]:
     """The values the rules name, by key: scalars as JSON values, arrays as summaries, units from ``units``."""
     found: dict[str, NexusValue] = {}
-    with open_nexus(path) as f:
+    with _opened(path, opened) as f:
         for rule in rules:
             # A dict: "**" can reach one dataset in more than one way.
             matches = dict(_matching_datasets(f, [s for s in rule.path.split("/") if s], ""))
@@ -1450,7 +1457,11 @@ class SciCatClient:
 
     def _json(self, method: str, path: str, what: str, body: Any = None, params: Any = None) -> Any:
         """The JSON answer of a request that must succeed; None for a 404."""
-        response = self.request(method, path, body, params)
+        return self._answer(method, self.request(method, path, body, params), what)
+
+    @staticmethod
+    def _answer(method: str, response: Any, what: str) -> Any:
+        """The JSON of an answer; None for a GET answered 404; SciCatError for a refusal."""
         if method == "GET" and response.status_code == 404:
             return None
         if response.status_code not in (200, 201):
@@ -1488,14 +1499,7 @@ class SciCatClient:
             logger.warning("SciCat does not let %s read %s (HTTP 403): taken as not found",
                            self.config.username or "this token", what)
             return None
-        if response.status_code == 404:
-            return None
-        if response.status_code != 200:
-            raise SciCatError(f"SciCat refused {what}", response.status_code, response.text)
-        try:
-            return response.json() or None  # an absent instrument id answers 200 with null
-        except ValueError:
-            raise SciCatError(f"SciCat answered {what} without JSON", response.status_code, response.text) from None
+        return self._answer("GET", response, what) or None  # an absent instrument id answers 200 with null
 
     def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
         def fetch() -> Optional[Proposal]:
@@ -1846,10 +1850,13 @@ class Ingestor:
         while True:
             try:
                 started = time.monotonic()
-                nexus = read_nexus_metadata(path)
-                # Which values to extract is the instrument's choice, and the file may be what names it.
-                settings = dataset_settings(self.config, instrument_name(run_start, finished, nexus, self.config.dataset))
-                nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length)
+                with open_nexus(path) as f:  # once: on a network mount each open costs round trips
+                    nexus = read_nexus_metadata(path, f)
+                    # Which values to extract is the instrument's choice, and the file may be what names it.
+                    settings = dataset_settings(self.config,
+                                                instrument_name(run_start, finished, nexus, self.config.dataset))
+                    nexus.science = read_scientific_metadata(path, settings.scientific_metadata,
+                                                             settings.max_text_length, f)
                 durations["metadata_s"] = time.monotonic() - started
                 started = time.monotonic()
                 data_file = describe_file(path, files.checksum)
