@@ -283,13 +283,14 @@ def audit_lines_of(ingestor: IngestorProcess, runs: list[Run]) -> list[dict]:
 STAGE_OF_FRAME = (
     ("decode_message", "decode"),
     ("read_nexus_metadata", "metadata read"),
+    ("read_scientific_metadata", "metadata read"),
     ("compute_checksum", "checksum"),
     ("describe_file", "checksum"),  # stat, user and group names
     ("SciCatClient.", "SciCat HTTP"),
     ("append_line_durably", "audit trail"),
     ("logging/", "log lines"),
     ("build_", "building the payloads"),
-    ("OffsetCommitter.", "Kafka poll and commit"),
+    ("Ingestor.commit_handled", "Kafka poll and commit"),
     ("Ingestor.handle", "other"),
     ("Ingestor.run", "Kafka poll and commit"),
     # A sample taken without pausing the process may hold only the innermost frames.
