@@ -143,6 +143,8 @@ class DatasetDefaults:
     pid_prefix: str = ""
     owner: str = ""
     principal_investigator: str = ""
+    # creationLocation; "{instrument}" stands for the instrument name (e.g. "/ESS/{instrument}").
+    # Empty: the instrument name itself.
     creation_location: str = ""
     # Added to accessGroups, so the ingestor's account can read back what it created
     # when the proposal's groups are not its own.
@@ -425,6 +427,11 @@ def _check_dataset_settings(config: Config) -> None:
                                   f"below the file's root, got {rule.path!r}")
         if dataset.max_text_length < 1:
             raise ConfigError(f"{where}.max_text_length: must be at least 1")
+        try:
+            dataset.creation_location.format(instrument="")
+        except (KeyError, IndexError, ValueError) as e:
+            raise ConfigError(f"{where}.creation_location: only {{instrument}} may be filled in, "
+                              f"got {dataset.creation_location!r} ({type(e).__name__}: {e})") from None
 
 
 def load_config(path: str, dry_run: bool = False) -> Config:
@@ -1063,8 +1070,9 @@ def describe_file(path: str, checksum_algorithm: str) -> DataFile:
 #   instrumentId         the instrument SciCat has under metadata instrument_id or
 #                        dataset.instrument_id, else under the instrument name
 #   sampleId             the first of metadata sample_id, NeXus sample/name that SciCat has
-#   creationLocation     metadata creation_location, dataset.creation_location,
-#                        instrument name
+#   creationLocation     metadata creation_location, dataset.creation_location with
+#                        {instrument} filled in, instrument name (named whether or not
+#                        SciCat has an Instrument record)
 #   sourceFolder         the folder of the file as this host sees it
 #   creationTime         the file's modification time, UTC
 #   startTime, endTime   NeXus start_time/end_time, run start's start/stop time
@@ -1098,6 +1106,9 @@ class CatalogueFacts:
     proposal: Optional[Proposal] = None
     instrument_id: str = ""
     sample_id: str = ""
+    # The links the file named but SciCat could not give, each said in a few words
+    # ("proposal 999 not in SciCat"): the dataset is created without them.
+    missing: list[str] = field(default_factory=list)
 
 
 def first(*candidates: Any) -> Any:
@@ -1134,6 +1145,13 @@ def instrument_id_candidates(run_start: Optional[RunStart], finished: FinishedWr
                              defaults: DatasetDefaults) -> list[str]:
     named = (message_metadata(run_start, finished).get("instrument_id"), defaults.instrument_id)
     return [str(n) for n in named if n not in (None, "")]
+
+
+def creation_location(template: str, instrument: str) -> str:
+    """dataset.creation_location with {instrument} filled in; "" when it needs an instrument none names."""
+    if "{instrument}" in template and not instrument:
+        return ""
+    return template.format(instrument=instrument)
 
 
 def iso_utc(seconds: float) -> str:
@@ -1213,6 +1231,7 @@ def build_dataset(
     first_user = next((u.name for u in nexus.users if u.name), "")
     user_emails = [u.email for u in nexus.users if "@" in u.email]
     folder, file_name = os.path.split(data_file.path)
+    instrument = instrument_name(run_start, finished, nexus, defaults)
 
     owner_group = first(metadata.get("owner_group"), proposal.owner_group, defaults.ownable.ownerGroup)
     owner = first(metadata.get("owner"), first_user, defaults.owner, owner_group)
@@ -1236,8 +1255,8 @@ def build_dataset(
             defaults.principal_investigator,
             owner,
         ),
-        "creationLocation": first(metadata.get("creation_location"), defaults.creation_location,
-                                  instrument_name(run_start, finished, nexus, defaults)),
+        "creationLocation": first(metadata.get("creation_location"),
+                                  creation_location(defaults.creation_location, instrument), instrument),
         "sourceFolder": folder,
         "creationTime": iso_utc(data_file.mtime),
         "proposalId": proposal_id(run_start, finished, nexus, defaults),
@@ -1482,7 +1501,8 @@ class SciCatClient:
         return self._json("GET", "/Datasets/" + urllib.parse.quote(pid, safe=""), "reading a dataset") or None
 
     def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:
-        where = {"where": {"scientificMetadata.job_id.value": job_id}, "limit": 1}
+        # "limits": SciCat ignores a top-level "limit" (recorded from scicat-backend-next 4.27).
+        where = {"where": {"scientificMetadata.job_id.value": job_id}, "limits": {"limit": 1}}
         found = self._json("GET", "/Datasets", "the search by job id", params={"filter": json.dumps(where)})
         return found[0] if found else None
 
@@ -1499,7 +1519,9 @@ class SciCatClient:
             logger.warning("SciCat does not let %s read %s (HTTP 403): taken as not found",
                            self.config.username or "this token", what)
             return None
-        return self._answer("GET", response, what) or None  # an absent instrument id answers 200 with null
+        if response.status_code == 200 and not response.content.strip():
+            return None  # how SciCat answers an absent instrument id, or a findOne without a match
+        return self._answer("GET", response, what) or None  # null, [] and {} say "nothing" too
 
     def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
         def fetch() -> Optional[Proposal]:
@@ -1516,7 +1538,7 @@ class SciCatClient:
     def find_instrument_by_name(self, name: str) -> str:
         """The pid of the instrument with this name; "" when SciCat has none."""
         def fetch() -> str:
-            where = {"where": {"name": name}, "limit": 1}
+            where = {"where": {"name": name}, "limits": {"limit": 1}}
             found = self._look_up("/Instruments", f"instrument {name}", {"filter": json.dumps(where)})
             return str(found[0].get("pid") or "") if isinstance(found, list) and found else ""
 
@@ -1593,6 +1615,30 @@ class DryRunCatalogue:
 # =============================================================================
 
 
+class LinkLookup:
+    """The lookups for one link of a dataset (its proposal, instrument or sample).
+
+    SciCat's failures are kept, not raised: a link SciCat lacks, or cannot tell
+    after its retries, never costs the file, which is created without it.
+    """
+
+    def __init__(self) -> None:
+        self.failure = ""
+
+    def ask(self, question: typing.Callable[[], Any]) -> Any:
+        try:
+            return question()
+        except SciCatError as e:
+            self.failure = str(e)
+            return None
+
+    def missing(self, job_id: str, what: str, instead: str) -> str:
+        """Warn once that the dataset goes without this link; returns the words for the audit line."""
+        why = f"SciCat could not tell ({self.failure})" if self.failure else "not in SciCat"
+        logger.warning("job %s: %s %s: dataset created without that link, %s", job_id, what, why, instead)
+        return f"{what}: {why}"
+
+
 class LeftUncommitted(Exception):
     """Handling stopped while waiting: the message in hand is left uncommitted, to be read again."""
 
@@ -1632,6 +1678,8 @@ class Outcome:
     pid: str = ""
     path: str = ""
     durations: dict[str, float] = field(default_factory=dict)
+    # Links the file named that the dataset went without (CatalogueFacts.missing).
+    missing_links: list[str] = field(default_factory=list)
 
 
 def utc_now() -> str:
@@ -1901,23 +1949,36 @@ class Ingestor:
 
     def look_up(self, run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
                 settings: DatasetDefaults) -> CatalogueFacts:
-        """Ask SciCat (cached) for the proposal, instrument and sample the file belongs to."""
+        """Ask SciCat (cached) for the proposal, instrument and sample the file belongs to.
+
+        What SciCat does not have, or cannot tell after its retries, never costs the file:
+        the dataset goes without that link, with one warning naming it.
+        """
         catalogue = self.catalogue
+        facts = CatalogueFacts()
         proposal_named = proposal_id(run_start, finished, nexus, settings)
-        proposal = catalogue.find_proposal(proposal_named) if proposal_named else None
-        if proposal_named and proposal is None:
-            logger.info("no proposal %s found in SciCat: groups and people from the configuration", proposal_named)
-        instrument_id = ""
-        for candidate in instrument_id_candidates(run_start, finished, settings):
-            if catalogue.instrument_exists(candidate):
-                instrument_id = candidate
-                break
-            logger.warning("instrument id %s is not in SciCat; looking the instrument up by name", candidate)
+        if proposal_named:
+            lookup = LinkLookup()
+            facts.proposal = lookup.ask(lambda: catalogue.find_proposal(proposal_named))
+            if facts.proposal is None:
+                facts.missing.append(lookup.missing(finished.job_id, f"proposal {proposal_named}",
+                                                    "owned as the configuration says"))
+        ids = instrument_id_candidates(run_start, finished, settings)
         instrument = instrument_name(run_start, finished, nexus, settings)
-        if not instrument_id and instrument:
-            instrument_id = catalogue.find_instrument_by_name(instrument)
-        sample_id = next((s for s in sample_candidates(run_start, finished, nexus) if catalogue.sample_exists(s)), "")
-        return CatalogueFacts(proposal, instrument_id, sample_id)
+        lookup = LinkLookup()  # by id first, then by name: one warning, naming all that was tried
+        facts.instrument_id = next((i for i in ids if lookup.ask(lambda: catalogue.instrument_exists(i))), "")
+        if not facts.instrument_id and instrument:
+            facts.instrument_id = lookup.ask(lambda: catalogue.find_instrument_by_name(instrument)) or ""
+        if not facts.instrument_id and (ids or instrument):
+            tried = [f"id {i}" for i in ids] + ([f"name {instrument}"] if instrument else [])
+            facts.missing.append(lookup.missing(finished.job_id, f"instrument {' / '.join(tried)}",
+                                                "named in creationLocation only"))
+        samples = sample_candidates(run_start, finished, nexus)
+        lookup = LinkLookup()
+        facts.sample_id = next((s for s in samples if lookup.ask(lambda: catalogue.sample_exists(s))), "")
+        if samples and not facts.sample_id:
+            facts.missing.append(lookup.missing(finished.job_id, f"sample {' / '.join(samples)}", "without sampleId"))
+        return facts
 
     def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart]) -> Outcome:
         """Ingest the file a wrdn announces; every failure becomes an Outcome."""
@@ -1944,7 +2005,7 @@ class Ingestor:
             "ingested" if status == "ingested" else "already in SciCat:", finished.job_id, data_file.path,
             dataset.get("proposalId", "-"), dataset["datasetName"], data_file.size, pid,
         )
-        return Outcome(status, pid=pid, path=data_file.path, durations=durations)
+        return Outcome(status, pid=pid, path=data_file.path, durations=durations, missing_links=facts.missing)
 
     def record(self, outcome: Outcome, finished: FinishedWriting, run_start: Optional[RunStart],
                delivery: Optional[Delivery], attempts: int = 1) -> None:
@@ -1960,6 +2021,7 @@ class Ingestor:
             append_line_durably(self.config.audit.file, {
                 "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
                 "outcome": outcome.status, "pid": outcome.pid, "reason": outcome.reason,
+                "missing_links": outcome.missing_links,
                 "durations_s": {k: round(v, 6) for k, v in outcome.durations.items()},
             })
 
@@ -2440,7 +2502,7 @@ def check_config(config: Config) -> int:
         client = SciCatClient(dataclasses.replace(config.scicat, max_retries=0))
         try:
             client.login()
-            response = client.request("GET", "/Datasets", params={"filter": json.dumps({"limit": 1})})
+            response = client.request("GET", "/Datasets", params={"filter": json.dumps({"limits": {"limit": 1}})})
             problem = "" if response.status_code == 200 else f"reading datasets answered HTTP {response.status_code}"
             report("scicat", problem, f"logged in at {config.scicat.host}")
         except SciCatError as e:

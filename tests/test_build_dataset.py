@@ -186,6 +186,25 @@ def test_configured_creation_location_beats_the_instrument():
     assert build(nx=nexus(instrument_name="ODIN"), defaults=defaults)["creationLocation"] == "/ESS/DREAM"
 
 
+def test_creation_location_template_names_the_instrument_of_the_file_or_run_start():
+    defaults = si.dataclasses.replace(DEFAULTS, creation_location="/ESS/{instrument}")
+    assert build(nx=nexus(instrument_name="ODIN"), defaults=defaults)["creationLocation"] == "/ESS/ODIN"
+    assert build(run_start(instrument_name="BIFROST"), nx=nexus(instrument_name="ODIN"),
+                 defaults=defaults)["creationLocation"] == "/ESS/BIFROST"
+    # Whether or not SciCat knows the instrument: the location names it, instrumentId only when known.
+    unknown = build(nx=nexus(instrument_name="ODIN"), defaults=defaults, facts=si.CatalogueFacts())
+    assert unknown["creationLocation"] == "/ESS/ODIN" and "instrumentId" not in unknown
+    nameless = si.dataclasses.replace(defaults, instrument_name="")
+    with pytest.raises(si.IncompleteDataset, match="creationLocation"):
+        build(defaults=nameless)  # "/ESS/" would name no instrument
+
+
+def test_proposal_id_is_sent_even_when_scicat_has_no_such_proposal():
+    dataset = build(nx=nexus(experiment_identifier="999999"), facts=si.CatalogueFacts(missing=["proposal 999999"]))
+    assert dataset["proposalId"] == "999999"
+    assert dataset["ownerGroup"] == "ess" and dataset["accessGroups"] == ["dream"]  # the configured defaults
+
+
 def test_instrument_and_sample_ids_only_when_scicat_has_them():
     # An id SciCat does not have would link to nothing: only what the lookups found is sent.
     defaults = si.dataclasses.replace(DEFAULTS, instrument_id="ins-1")

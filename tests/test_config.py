@@ -112,6 +112,9 @@ def test_wrong_type_is_named_with_the_expected_type(section, key, value, expecte
         (lambda c: c["options"].update(graylog_protocol="http"), "options.graylog_protocol"),
         (lambda c: c["options"].update(run_start_max_age_s=0), "options.run_start_max_age_s"),
         (lambda c: c.update(health={"port": 70000}), "health.port"),
+        (lambda c: c["dataset"].update(creation_location="/ESS/{beamline}"), "dataset.creation_location"),
+        (lambda c: c["dataset"].update(creation_location="/ESS/{instrument"), "dataset.creation_location"),
+        (lambda c: c.update(instruments={"YMIR": {"creation_location": "/{0}"}}), "instruments.YMIR.creation_location"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(change, named):
