@@ -594,8 +594,7 @@ class SciCatStandIn:
             ("GET", ("origdatablocks",), lambda req: self._find(req, self._blocks), True),
             ("GET", ("proposals", None), lambda req: self._lookup(self._proposals, req), True),
             ("GET", ("samples", None), lambda req: self._lookup(self._samples, req), True),
-            ("GET", ("instruments", None),
-             lambda req: Answer(200, self._snapshot(self._instruments.get(req.args[0]))), True),  # null if absent
+            ("GET", ("instruments", None), self._get_instrument, True),
             ("GET", ("instruments",), lambda req: self._find(req, self._instruments.values()), True),
         ]
 
@@ -780,8 +779,13 @@ class SciCatStandIn:
             return _error(404, "Not Found", error="Not Found")
         return Answer(200, doc) if self._may_read(req.user, doc) else FORBIDDEN
 
+    def _get_instrument(self, req: Request) -> Answer:
+        doc = self._snapshot(self._instruments.get(req.args[0]))
+        return Answer(200, doc) if doc is not None else Answer(200, empty=True)  # absent: 200, empty body
+
     def _find(self, req: Request, docs: Any) -> Answer:
-        """?filter={"where": {...}, "limit": n} (the doc's form) or "limits": {"limit", "skip"} (the backend's)."""
+        """?filter={"where": {...}, "limits": {"limit", "skip"}}; a top-level "limit" or "skip" is
+        ignored, as by the real backend (scicat-backend-next 4.27, recorded)."""
         try:
             flt = json.loads(req.query.get("filter", ["{}"])[0])
         except ValueError as e:
@@ -794,7 +798,7 @@ class SciCatStandIn:
                 # Loud rather than a silent mismatch: the real backend would apply the operator.
                 return _error(400, f"stand-in: operators in where.{path} are not implemented", error="Bad Request")
         limits = flt.get("limits") if isinstance(flt.get("limits"), dict) else {}
-        limit, skip = limits.get("limit", flt.get("limit")), limits.get("skip", flt.get("skip"))
+        limit, skip = limits.get("limit"), limits.get("skip")
         with self._lock:
             found = [copy.deepcopy(d) for d in docs if matches(d, where)]
         found = found[skip:] if type(skip) is int and skip > 0 else found

@@ -37,7 +37,7 @@ def test_a_proposal_gives_groups_pi_and_contact(scicat):
     assert client.find_proposal("999999") is None
 
 
-def test_an_absent_instrument_id_answers_200_with_null_and_counts_as_absent(scicat):
+def test_an_absent_instrument_id_answers_an_empty_200_and_counts_as_absent(scicat):
     scicat.add_instrument({"pid": "ins-dream", "name": "DREAM", "uniqueName": "dream"})
     client = client_of(scicat)
     assert client.instrument_exists("ins-dream") is True
