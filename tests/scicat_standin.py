@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import hmac
 import json
 import math
@@ -32,7 +33,7 @@ import urllib.parse
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -41,32 +42,48 @@ API_PREFIX = "/api/v3"
 
 # -- validation rules ------------------------------------------------------------
 
-# Only the extended ISO-8601 forms a JavaScript Date can parse: basic forms such as
-# 20240101T100000Z are ISO-8601 too, but the backend cannot store them.
-_ISO_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?"
-                     r"(?:Z|[+-](\d{2})(?::?(\d{2}))?)?)?")
-_EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# ISO 8601 as the backend's isDateString takes it (recorded): a year alone, week and ordinal
+# dates, offsets with or without a colon, no zone; not a space for the "T".
+# Only the extended forms: basic ones such as 20240501T120000Z pass that check, but a
+# JavaScript Date cannot parse them, so the backend cannot store them.
+_ISO_RE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2}))?|-W\d{2}(?:-\d)?|-\d{3})?"
+                     r"(?:T(\d{2})(?::(\d{2})(?::(\d{2})(?:[.,]\d+)?)?)?(?:Z|[+-](\d{2})(?::?(\d{2}))?)?)?")
+# What the backend's email checks take: a dotted domain ending in two letters at least.
+_EMAIL_RE = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_URL_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)?[^\s/:]+(\.[^\s/:]+)+(:\d+)?(/\S*)?")
 
 
 def _is_iso(v: Any) -> bool:
     match = _ISO_RE.fullmatch(v) if isinstance(v, str) else None
     if not match:
         return False
-    year, month, day, hour, minute, second, off_h, off_m = (int(g or 0) for g in match.groups())
+    year, month, day, hour, minute, second, off_h, off_m = (int(g) if g else None for g in match.groups())
     try:
-        datetime(year, month, day, hour, minute, second)  # e.g. month 13, Feb 30, 25:00
+        datetime(year, month or 1, day or 1, hour or 0, minute or 0, second or 0)  # month 13, Feb 30, 25:00
     except ValueError:
         return False
-    return off_h <= 23 and off_m <= 59
+    return (off_h or 0) <= 23 and (off_m or 0) <= 59
+
+
+def _stored_time(v: str) -> str:
+    """As the backend stores a time: UTC with milliseconds (no zone counts as UTC)."""
+    short = re.fullmatch(r"(\d{4})(?:-(\d{2})|-(\d{3}))?", v)  # a year, a month, an ordinal date
+    if short:
+        year, month, day_of_year = short.groups()
+        start = datetime(int(year), int(month or 1), 1, tzinfo=timezone.utc)
+        return _stored_time((start + timedelta(days=int(day_of_year or 1) - 1)).isoformat())
+    try:
+        parsed = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return v
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _is_emails(v: Any) -> bool:
-    """One email, or several separated by ';' (spaces around them allowed)."""
+    """One email, or several separated by ';' (a space after it allowed; none empty)."""
     return isinstance(v, str) and all(_EMAIL_RE.fullmatch(part.strip()) for part in v.split(";"))
-
-
-def _is_folder(v: Any) -> bool:
-    return isinstance(v, str) and v.startswith("/") and not v.endswith("/")
 
 
 def _is_string_list(v: Any) -> bool:
@@ -101,42 +118,50 @@ NUMBER = Rule("isNumber", lambda v: type(v) in (int, float) and math.isfinite(v)
 BOOLEAN = Rule("isBoolean", lambda v: type(v) is bool, "must be a boolean value")
 DATE = Rule("isDateString", _is_iso, "must be a valid ISO 8601 date string")
 EMAIL = Rule("isEmail", lambda v: isinstance(v, str) and bool(_EMAIL_RE.fullmatch(v)), "must be an email")
-EMAILS = Rule("isEmail", _is_emails, "must be an email, or several separated by ';'")
-FOLDER = Rule("isAbsoluteFolder", _is_folder, "must be a non-empty absolute path without a trailing slash")
+EMAILS = Rule("customEmailList", _is_emails, "Expected an email or a list of semicolon separated emails")
+URL = Rule("isUrl", lambda v: isinstance(v, str) and bool(_URL_RE.fullmatch(v)), "must be a URL address")
 STRINGS = Rule("isArray", _is_string_list, "must be an array of strings")
 OBJECT = Rule("isObject", lambda v: isinstance(v, dict), "must be an object")
-TECHNIQUES = Rule("isArray", _is_list_of(frozenset({"pid", "name"})), "must be an array of {pid, name} strings")
+TECHNIQUES = Rule("nestedValidation", _is_list_of(frozenset({"pid", "name"})), "must be an array of {pid, name} strings")
 RELATIONSHIPS = Rule("isArray", _is_list_of(frozenset({"pid", "relationship"})),
                      "must be an array of {pid, relationship} strings")
 LIFECYCLE = Rule("isObject", lambda v: isinstance(v, dict) and set(v) <= LIFECYCLE_KEYS,
                  "must be an object with datasetlifecycle fields only")
-RAW = Rule("equals", lambda v: v == "raw", "must be 'raw' (derived datasets are not implemented by the stand-in)")
 FILE_LIST = Rule("arrayMinSize", lambda v: isinstance(v, list) and len(v) > 0, "must contain at least 1 elements")
 
-# field -> (rule, required). The properties of the backend's CreateRawDatasetObsoleteDto,
-# what POST /api/v3/Datasets takes for type "raw". Where the doc and that DTO differ the
-# doc wins: datasetName is optional (the DTO requires it), size and numberOfFiles are
-# integers (the DTO says number), the email and folder rules are the doc's.
-RAW_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
-    "type": (RAW, True), "owner": (STRING, True), "ownerGroup": (STRING, True), "contactEmail": (EMAILS, True),
-    "sourceFolder": (FOLDER, True), "creationTime": (DATE, True), "principalInvestigator": (STRING, True),
-    "creationLocation": (STRING, True),
+# field -> (rule, required). POST /api/v3/Datasets as the backend takes it (recorded):
+# the properties of its CreateRawDatasetObsoleteDto for "raw", of the derived DTO for
+# "derived". datasetName is optional (made from sourceFolder); size and numberOfFiles
+# are integers; an empty owner, sourceFolder or datasetName passes here and fails later (500).
+_COMMON_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "type": (STRING, True), "owner": (STRING, True), "ownerGroup": (STRING, True), "contactEmail": (EMAILS, True),
+    "sourceFolder": (STRING, True), "creationTime": (DATE, True),
     "datasetName": (STRING, False), "pid": (STRING, False), "accessGroups": (STRINGS, False),
     "instrumentGroup": (STRING, False), "ownerEmail": (EMAIL, False), "orcidOfOwner": (STRING, False),
-    "sourceFolderHost": (STRING, False), "size": (INTEGER, False), "packedSize": (INTEGER, False),
+    "sourceFolderHost": (URL, False), "size": (INTEGER, False), "packedSize": (INTEGER, False),
     "numberOfFiles": (INTEGER, False), "numberOfFilesArchived": (INTEGER, False), "validationStatus": (STRING, False),
     "keywords": (STRINGS, False), "description": (STRING, False), "classification": (STRING, False),
     "license": (STRING, False), "isPublished": (BOOLEAN, False), "techniques": (TECHNIQUES, False),
     "sharedWith": (STRINGS, False), "relationships": (RELATIONSHIPS, False), "datasetlifecycle": (LIFECYCLE, False),
     "scientificMetadata": (OBJECT, False), "scientificMetadataSchema": (STRING, False),
     "scientificMetadataValid": (BOOLEAN, False), "comment": (STRING, False), "dataQualityMetrics": (NUMBER, False),
-    "proposalId": (STRING, False), "runNumber": (STRING, False), "startTime": (DATE, False), "endTime": (DATE, False),
-    "dataFormat": (STRING, False), "sampleId": (STRING, False), "instrumentId": (STRING, False),
-    "version": (STRING, False),
+    "proposalId": (STRING, False), "sampleId": (STRING, False), "instrumentId": (STRING, False),
+}
+RAW_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
+    **_COMMON_DATASET_FIELDS, "principalInvestigator": (STRING, True), "creationLocation": (STRING, True),
+    "runNumber": (STRING, False), "startTime": (DATE, False), "endTime": (DATE, False), "dataFormat": (STRING, False),
     # Derived-dataset fields the backend's raw DTO carries too (it accepts them on a raw dataset).
     "investigator": (STRING, False), "inputDatasets": (STRINGS, False), "usedSoftware": (STRINGS, False),
     "jobParameters": (OBJECT, False), "jobLogData": (STRING, False),
 }
+DERIVED_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
+    **_COMMON_DATASET_FIELDS, "investigator": (STRING, True), "inputDatasets": (STRINGS, True),
+    "usedSoftware": (STRINGS, True), "jobParameters": (OBJECT, False), "jobLogData": (STRING, False),
+}
+# Fields the database requires non-empty: "" passes the DTO and fails in Mongoose (500).
+MONGOOSE_REQUIRED = ("owner", "sourceFolder", "datasetName", "pid")
+# Stored documents are limited by the database, the request body by the backend's parser.
+MAX_BODY_BYTES = MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 
 # DataFile: the backend's OpenAPI has no "metadata" here (scicat-sdk-py 5.x has): refused.
 DATA_FILE_FIELDS: dict[str, tuple[Rule, bool]] = {
@@ -151,6 +176,23 @@ DATA_FILE_FIELDS: dict[str, tuple[Rule, bool]] = {
 DATASET_BLOCK_FIELDS: dict[str, tuple[Rule, bool]] = {
     "size": (INTEGER, True), "dataFileList": (FILE_LIST, True), "chkAlg": (NON_EMPTY, False),
     "isPublished": (BOOLEAN, False),
+}
+PROPOSAL_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "proposalId": (STRING, True), "title": (STRING, True), "email": (EMAIL, True), "ownerGroup": (STRING, True),
+    "accessGroups": (STRINGS, False), "isPublished": (BOOLEAN, False), "pi_email": (EMAIL, False),
+    "pi_firstname": (STRING, False), "pi_lastname": (STRING, False), "firstname": (STRING, False),
+    "lastname": (STRING, False), "abstract": (STRING, False), "startTime": (DATE, False), "endTime": (DATE, False),
+    "MeasurementPeriodList": (Rule("isArray", lambda v: isinstance(v, list), "must be an array"), False),
+    "metadata": (OBJECT, False), "parentProposalId": (STRING, False), "type": (STRING, False),
+    "instrumentIds": (STRINGS, False), "instrumentGroup": (STRING, False),
+}
+INSTRUMENT_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "uniqueName": (STRING, True), "name": (STRING, True), "customMetadata": (OBJECT, False),
+}
+SAMPLE_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "ownerGroup": (STRING, True), "sampleId": (STRING, False), "owner": (STRING, False),
+    "description": (STRING, False), "sampleCharacteristics": (OBJECT, False), "accessGroups": (STRINGS, False),
+    "isPublished": (BOOLEAN, False), "instrumentGroup": (STRING, False), "proposalId": (STRING, False),
 }
 # POST /OrigDatablocks: CreateOrigDatablockDto.
 BLOCK_FIELDS: dict[str, tuple[Rule, bool]] = {
@@ -176,29 +218,38 @@ def validate(body: Any, table: dict[str, tuple[Rule, bool]], prefix: str = "") -
         if required and body.get(name) is None:
             problems.append({"property": prefix + name,
                              "constraints": {"isDefined": f"{prefix}{name} should not be null or undefined"}})
+    if not isinstance(body.get("dataFileList"), list) and "dataFileList" in table:
+        problems.append({"property": prefix + "dataFileList", "constraints": {"isArray": "dataFileList must be an array"}})
     if isinstance(body.get("dataFileList"), list) and table.get("dataFileList", (None,))[0] is FILE_LIST:
         for i, entry in enumerate(body["dataFileList"]):
             problems += validate(entry, DATA_FILE_FIELDS, f"{prefix}dataFileList.{i}.")
     return problems
 
 
-def has_mongo_unsafe_key(value: Any) -> bool:
-    """A key containing '.' or '$' at any depth: MongoDB refuses it and the backend answers 500."""
-    if isinstance(value, dict):
-        return any("." in k or "$" in k or has_mongo_unsafe_key(v) for k, v in value.items())
+# unit -> (SI unit, factor, offset): the conversions the recording shows; any other unit
+# is copied as its own SI unit, as the backend does with a unit it cannot convert.
+SI_UNITS = {"mm": ("m", 1e-3, 0.0), "cm": ("m", 1e-2, 0.0), "m": ("m", 1.0, 0.0), "angstrom": ("m", 1e-10, 0.0),
+            "degC": ("K", 1.0, 273.15), "K": ("K", 1.0, 0.0), "meV": ("(kg m^2) / s^2", 1.602176634e-22, 0.0),
+            "s": ("s", 1.0, 0.0), "ms": ("s", 1e-3, 0.0)}
+
+
+def _in_si(value: Any, factor: float, offset: float) -> Any:
     if isinstance(value, list):
-        return any(has_mongo_unsafe_key(v) for v in value)
-    return False
+        return [_in_si(v, factor, offset) for v in value]
+    return value * factor + offset if type(value) in (int, float) else value
 
 
 def with_si_units(metadata: dict[str, Any]) -> dict[str, Any]:
-    """Top-level {value: number, unit: str} entries get valueSI/unitSI, as the backend adds them.
-    The conversion is the identity: enough to show a client that the fields appear."""
+    """Every {value, unit} entry with a unit, at any depth, gets valueSI/unitSI (overwriting
+    the client's), lists elementwise, as the backend adds them; a unit of "" adds nothing."""
     out = {}
     for key, entry in metadata.items():
-        if (isinstance(entry, dict) and type(entry.get("value")) in (int, float)
-                and isinstance(entry.get("unit"), str)):
-            entry = {**entry, "valueSI": entry["value"], "unitSI": entry["unit"]}
+        if isinstance(entry, dict) and "value" in entry and isinstance(entry.get("unit"), str):
+            if entry["unit"]:
+                unit_si, factor, offset = SI_UNITS.get(entry["unit"], (entry["unit"], 1.0, 0.0))
+                entry = {**entry, "valueSI": _in_si(entry["value"], factor, offset), "unitSI": unit_si}
+        elif isinstance(entry, dict):
+            entry = with_si_units(entry)
         out[key] = entry
     return out
 
@@ -216,14 +267,37 @@ def _at_path(doc: Any, dotted: str) -> Any:
 
 
 def matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
-    """Equality on (dotted) paths, like a MongoDB where without operators; null matches absent."""
+    """A MongoDB where: equality on (dotted) paths, "$in", "$or", "$and"; null matches absent."""
     for path, expected in where.items():
-        found = _at_path(doc, path)
-        if expected is None and found is _MISSING:
+        if path in ("$or", "$and"):
+            hits = (matches(doc, w) for w in expected)
+            if not (any(hits) if path == "$or" else all(hits)):
+                return False
             continue
-        if found is _MISSING or found != expected:
+        found = _at_path(doc, path)
+        if isinstance(expected, dict) and set(expected) == {"$in"}:
+            if found is _MISSING or found not in expected["$in"]:
+                return False
+        elif expected is None and found is _MISSING:
+            continue
+        elif found is _MISSING or found != expected:
             return False
     return True
+
+
+def _unsupported_operator(where: dict[str, Any]) -> str:
+    """The first where operator the stand-in does not implement ("" if none): loud, not a silent mismatch."""
+    for path, expected in where.items():
+        if path in ("$or", "$and"):
+            inner = [_unsupported_operator(w) for w in expected if isinstance(w, dict)]
+            if not isinstance(expected, list) or len(inner) != len(expected):
+                return path
+            if any(inner):
+                return next(i for i in inner if i)
+        elif path.startswith("$") or isinstance(expected, dict) and any(
+                k.startswith("$") and k != "$in" or k in _LOOPBACK_OPERATORS for k in expected):
+            return path
+    return ""
 
 
 def _now() -> str:
@@ -232,6 +306,59 @@ def _now() -> str:
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _object_id() -> str:
+    return secrets.token_hex(12)
+
+
+def coerced(body: dict[str, Any]) -> dict[str, Any]:
+    """What the backend's DTO turns into what it takes: a string where a list of strings
+    belongs becomes a one-item list, a string or a list as scientificMetadata an object by index."""
+    body = dict(body)
+    for name in ("accessGroups", "keywords"):
+        if isinstance(body.get(name), str):
+            body[name] = [body[name]]
+    metadata = body.get("scientificMetadata")
+    if isinstance(metadata, (str, list)):
+        body["scientificMetadata"] = {str(i): v for i, v in enumerate(metadata)}
+    return body
+
+
+def _v4_keys(value: Any) -> Any:
+    """scientificMetadata as v4 answers show it: "." and "$" in keys percent-encoded."""
+    if not isinstance(value, dict):
+        return value
+    return {k.replace(".", "%2E").replace("$", "%24"): _v4_keys(v) for k, v in value.items()}
+
+
+def mongoose_validation_error(fields: list[str]) -> dict[str, Any]:
+    """The database layer's 500 body for required fields given as ""."""
+    errors = {name: {"name": "ValidatorError", "message": f"Path `{name}` is required.",
+                     "properties": {"message": f"Path `{name}` is required.", "type": "required", "path": name,
+                                    "value": "", "length": 0}, "kind": "required", "path": name, "value": ""}
+              for name in fields}
+    summary = ", ".join(f"{name}: Path `{name}` is required." for name in fields)
+    return {"errors": errors, "_message": "DatasetClass validation failed", "name": "ValidationError",
+            "message": f"DatasetClass validation failed: {summary}"}
+
+
+def _filter_of(req: Request) -> dict[str, Any]:
+    raw = (req.query.get("filter") or req.query.get("filters") or ["{}"])[0]
+    try:
+        flt = json.loads(raw)
+    except ValueError:
+        raise _Refused(_error(400, "Invalid JSON in filter: Expected property name or '}' in JSON at position 1"))
+    if not isinstance(flt, dict):
+        raise _Refused(_error(400, "Invalid JSON in filter: not an object"))
+    return flt
+
+
+def projected(doc: dict[str, Any], fields: Any) -> dict[str, Any]:
+    """The "fields" of a filter: only those (and _id) are shown."""
+    if not isinstance(fields, list) or not fields:
+        return doc
+    return {k: v for k, v in doc.items() if k in fields or k == "_id"}
 
 
 # -- the SDK's second opinion ------------------------------------------------------
@@ -278,30 +405,61 @@ class Answer:
 
 
 def _error(status: int, message: Any, **extra: Any) -> Answer:
+    """Nest's error body: {message, error: the reason phrase, statusCode} (a 401 has no "error")."""
+    if status != 401 and status in _KNOWN_STATUS:
+        extra.setdefault("error", HTTPStatus(status).phrase)
     return Answer(status, {"message": message, **extra, "statusCode": status})
 
 
 _KNOWN_STATUS = {int(s) for s in HTTPStatus}
 FORBIDDEN = _error(403, "Forbidden resource")
 UNAUTHORIZED = _error(401, "Unauthorized")
+NOT_YOURS = _error(403, "Unauthorized access")
+INTERNAL = Answer(500, "Internal server error")  # the backend's catch-all: a JSON string
 
 
-class _BadBody(Exception):
-    pass
+class _Refused(Exception):
+    """Stops a handler with this answer."""
+
+    def __init__(self, answer: Answer):
+        self.answer = answer
 
 
 def _json_body(req: Request) -> Any:
-    # Express' body parser reads only application/json; anything else leaves an empty body.
+    """The body as Express' parsers leave it: JSON, form fields, text as a string, else {}."""
+    if len(req.raw_body) > MAX_BODY_BYTES:
+        raise _Refused(INTERNAL)  # the parser's limit, answered as a 500 (never 413)
     ctype = (req.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-    if ctype != "application/json" or not req.raw_body.strip():
+    if not req.raw_body.strip():
+        return {}
+    if ctype == "application/x-www-form-urlencoded":
+        return {k: v[-1] for k, v in urllib.parse.parse_qs(req.raw_body.decode()).items()}
+    if ctype == "text/plain":
+        return req.raw_body.decode(errors="replace")
+    if ctype != "application/json":
         return {}
 
     def refuse_constant(name: str) -> Any:  # NaN/Infinity are not JSON for JavaScript
         raise ValueError(f"unexpected token {name}")
     try:
         return json.loads(req.raw_body, parse_constant=refuse_constant)
-    except ValueError as e:
-        raise _BadBody(str(e)) from None
+    except ValueError:
+        raise _Refused(_error(400, "Expected property name or '}' in JSON at position 1")) from None
+
+
+def _object_body(req: Request, not_an_object: Answer | None = None) -> dict[str, Any]:
+    """A JSON object body: a string (text/plain) is a 500 and an array a 400, as in the backend."""
+    body = _json_body(req)
+    if isinstance(body, str):
+        raise _Refused(INTERNAL)
+    if not isinstance(body, dict):
+        raise _Refused(not_an_object or _error(400, ["the body must be a JSON object"]))
+    return body
+
+
+def _nest_refusal(problems: list[dict[str, Any]]) -> Answer:
+    """A ValidationPipe's 400: the messages as a list."""
+    return _error(400, [text for p in problems for text in p["constraints"].values()])
 
 
 class _Server(ThreadingHTTPServer):
@@ -473,29 +631,24 @@ class SciCatStandIn:
     # -- seeding, inspection, faults (for the tests) ----------------------------------
 
     def add_proposal(self, doc: dict[str, Any]) -> None:
-        """A proposal as the backend stores it (ProposalClass); refuses one a real backend would not hold."""
-        self._seed(self._proposals, "proposalId", doc, ("proposalId", "ownerGroup", "email", "title"),
-                   {"accessGroups": [], "isPublished": False, "type": "Default Proposal", "MeasurementPeriodList": []})
+        """A proposal as the backend stores it; refuses one a real backend would not hold."""
+        self._seed("proposal", doc, ("proposalId", "ownerGroup", "email", "title"))
 
     def add_sample(self, doc: dict[str, Any]) -> None:
-        """A sample as the backend stores it (OutputSampleDto)."""
-        self._seed(self._samples, "sampleId", doc, ("sampleId", "ownerGroup"),
-                   {"accessGroups": [], "isPublished": False, "sampleCharacteristics": {}})
+        """A sample as the backend stores it."""
+        self._seed("sample", doc, ("sampleId", "ownerGroup"))
 
     def add_instrument(self, doc: dict[str, Any]) -> None:
-        """An instrument as the backend stores it (Instrument)."""
-        self._seed(self._instruments, "pid", doc, ("pid", "uniqueName", "name"), {"customMetadata": {}})
+        """An instrument as the backend stores it, under the pid given."""
+        self._seed("instrument", doc, ("pid", "uniqueName", "name"))
 
-    def _seed(self, table: dict[str, dict[str, Any]], key: str, doc: dict[str, Any], required: tuple[str, ...],
-              defaults: dict[str, Any]) -> None:
+    def _seed(self, kind: str, doc: dict[str, Any], required: tuple[str, ...]) -> None:
         missing = [name for name in required if not isinstance(doc.get(name), str) or not doc[name]]
         if missing:
             raise ValueError(f"the backend requires {', '.join(missing)}: cannot seed {doc}")
-        now = _now()
-        stored = {**defaults, **copy.deepcopy(doc), "createdBy": "admin", "updatedBy": "admin",
-                  "createdAt": now, "updatedAt": now}
+        table, key, _ = self._catalogue(kind)
         with self._lock:
-            table[doc[key]] = stored
+            table[doc[key]] = self._new_entry(kind, doc, "admin")
 
     def _snapshot(self, value: Any) -> Any:
         with self._lock:
@@ -576,26 +729,49 @@ class SciCatStandIn:
                         fault.status, HTTPStatus(fault.status).phrase if fault.status in _KNOWN_STATUS else "Error")
         return None
 
-    def _routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], bool]]:
-        """(method, path segments with None for a parameter, handler, needs a token).
-        Reads need a token too: simpler than the backend's public-only anonymous reads, and a
-        client that forgets its token on a read is caught."""
+    def _routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
+        """(method, path segments with None for a parameter, handler, who may call it): "anyone"
+        without a token, "reader" anonymous too (a token the stand-in never issued counts as
+        none, as in the backend), "writer" only with a valid token (else 403, never 401).
+        The first match wins: fixed segments (count, findOne) before a parameter."""
         return [
-            ("POST", ("auth", "login"), self._login, False),
-            ("POST", ("users", "login"), lambda req: Answer(201, empty=True), False),  # the deprecated stub
-            ("GET", ("health",), lambda req: Answer(200, {"status": "ok", "info": {"database": {"status": "up"}}}),
-             False),
-            ("POST", ("datasets",), self._create_dataset, True),
-            ("GET", ("datasets",), lambda req: self._find(req, self._readable(req.user, self._datasets)), True),
-            ("GET", ("datasets", None), self._get_dataset, True),
-            ("POST", ("datasets", None, "origdatablocks"), self._create_block, True),
-            ("GET", ("datasets", None, "origdatablocks"), self._blocks_of_dataset, True),
-            ("POST", ("origdatablocks",), self._create_block, True),
-            ("GET", ("origdatablocks",), lambda req: self._find(req, self._blocks), True),
-            ("GET", ("proposals", None), lambda req: self._lookup(self._proposals, req), True),
-            ("GET", ("samples", None), lambda req: self._lookup(self._samples, req), True),
-            ("GET", ("instruments", None), self._get_instrument, True),
-            ("GET", ("instruments",), lambda req: self._find(req, self._instruments.values()), True),
+            ("POST", ("auth", "login"), self._login, "anyone"),
+            ("POST", ("users", "login"), lambda req: Answer(201, empty=True), "anyone"),  # the deprecated stub
+            ("GET", ("auth", "whoami"), self._whoami, "reader"),
+            ("POST", ("auth", "logout"), lambda req: Answer(200, {"logout": "successful"}), "writer"),
+            ("GET", ("health",), lambda req: Answer(200, {"status": "ok", "info": {"mongodb": {"status": "up"}},
+                                                           "error": {}, "details": {"mongodb": {"status": "up"}}}),
+             "anyone"),
+            ("POST", ("datasets",), self._create_dataset, "writer"),
+            ("POST", ("datasets", "isvalid"), self._dataset_is_valid, "writer"),
+            ("GET", ("datasets",), lambda req: self._find(req, self._datasets_readable(req.user), self._listed_dataset),
+             "reader"),
+            ("GET", ("datasets", "count"), lambda req: self._count(req, self._datasets_readable(req.user)), "reader"),
+            ("GET", ("datasets", "findone"),
+             lambda req: self._find(req, self._datasets_readable(req.user), self._dataset_view, one=True), "reader"),
+            ("GET", ("datasets", None), self._get_dataset, "reader"),
+            ("POST", ("datasets", None, "origdatablocks"), self._create_block, "writer"),
+            ("GET", ("datasets", None, "origdatablocks"), self._blocks_of_dataset, "reader"),
+            ("POST", ("origdatablocks",), self._create_block, "writer"),
+            ("GET", ("origdatablocks",), lambda req: self._find(req, self._blocks), "reader"),
+            ("GET", ("origdatablocks", "count"), lambda req: NOT_YOURS, "reader"),  # recorded: 403, even so
+            ("GET", ("origdatablocks", None), self._get_block, "reader"),
+            ("POST", ("proposals",), lambda req: self._create(req, "proposal"), "writer"),
+            ("GET", ("proposals",), lambda req: self._find(req, self._readable(req.user, self._proposals)), "reader"),
+            ("GET", ("proposals", None), lambda req: self._lookup(req, "proposal"), "reader"),
+            ("POST", ("samples",), lambda req: self._create(req, "sample"), "writer"),
+            ("GET", ("samples",), lambda req: self._find(req, self._readable(req.user, self._samples)), "reader"),
+            ("GET", ("samples", None), lambda req: self._lookup(req, "sample"), "reader"),
+            ("POST", ("instruments",), lambda req: self._create(req, "instrument"), "writer"),
+            ("GET", ("instruments",), lambda req: self._find(req, self._instruments.values()), "reader"),
+            ("GET", ("instruments", "findone"),
+             lambda req: self._find(req, self._instruments.values(), one=True), "reader"),
+            ("GET", ("instruments", None), self._get_instrument, "reader"),
+            ("DELETE", ("datasets", None), self._delete_dataset, "writer"),
+            ("DELETE", ("origdatablocks", None), self._delete_block, "writer"),
+            ("DELETE", ("proposals", None), lambda req: self._delete(req, "proposal"), "writer"),
+            ("DELETE", ("samples", None), lambda req: self._delete(req, "sample"), "writer"),
+            ("DELETE", ("instruments", None), lambda req: self._delete(req, "instrument"), "writer"),
         ]
 
     def _route(self, req: Request) -> Answer:
@@ -607,20 +783,20 @@ class SciCatStandIn:
             rel = [urllib.parse.unquote(s) for s in path[len(API_PREFIX) + 1:].split("/")]
         else:
             rel = None
-        for method, pattern, handler, needs_token in self._routes() if rel else ():
+        for method, pattern, handler, who in self._routes() if rel else ():
             if method != req.method or len(pattern) != len(rel):
                 continue
             if all(p is None or p == seg.lower() for p, seg in zip(pattern, rel)):  # routes ignore case
                 req.args = tuple(seg for p, seg in zip(pattern, rel) if p is None)
-                if needs_token:
-                    req.user, refusal = self._authenticate(req)
-                    if refusal:
-                        return refusal
                 try:
+                    if who != "anyone":
+                        req.user = self._authenticate(req)
+                        if who == "writer" and req.user is None:
+                            return FORBIDDEN
                     return handler(req)
-                except _BadBody as e:
-                    return _error(400, f"invalid JSON body: {e}", error="Bad Request")
-        return _error(404, f"Cannot {req.method} {req.path}", error="Not Found")
+                except _Refused as e:
+                    return e.answer
+        return _error(404, f"Cannot {req.method} {req.path}")
 
     # -- auth -----------------------------------------------------------------------
 
@@ -632,8 +808,9 @@ class SciCatStandIn:
                                                                                         password.encode()):
             return UNAUTHORIZED
         now = time.time()
+        user_id = self._user_id(user)
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        claims = _b64(json.dumps({"_id": f"user-{user}", "username": user, "iat": int(now),
+        claims = _b64(json.dumps({"_id": user_id, "username": user, "iat": int(now),
                                   "exp": int(now + self.token_lifetime_s)}).encode())
         token = f"{header}.{claims}.{_b64(secrets.token_bytes(32))}"
         with self._lock:
@@ -641,35 +818,51 @@ class SciCatStandIn:
             self._logins += 1
         return Answer(201, {
             "access_token": token, "id": token, "expires_in": self.token_lifetime_s,
-            "ttl": self.token_lifetime_s, "created": _now(), "userId": f"user-{user}",
-            "user": {"id": f"user-{user}", "username": user, "email": f"{user}@example.org",
-                     "authStrategy": "local", "emailVerified": True},
+            "ttl": self.token_lifetime_s, "created": _now(), "userId": user_id,
+            "user": {"_id": user_id, "username": user, "email": f"{user}@scicat.local", "authStrategy": "local",
+                     "__v": 0, "id": user_id},
         })
 
-    def _authenticate(self, req: Request) -> tuple[str | None, Answer | None]:
-        # Only the header counts: ?access_token= alone is an anonymous request, which may not write (403).
+    @staticmethod
+    def _user_id(user: str) -> str:
+        return hashlib.sha1(user.encode()).hexdigest()[:24]  # an ObjectId's 24 hex digits, the same each login
+
+    def _whoami(self, req: Request) -> Answer:
+        if req.user is None:
+            return Answer(200, empty=True)
+        return Answer(200, {"_id": self._user_id(req.user), "username": req.user, "email": f"{req.user}@scicat.local",
+                            "currentGroups": self._groups_of(req.user), "authStrategy": "local"})
+
+    def _authenticate(self, req: Request) -> str | None:
+        """The caller, or None for anonymous: no token, a token not in the header after
+        "Bearer ", or one the stand-in never issued (the backend's reading of a bad JWT).
+        A token it issued that has expired is refused with 401 (not recorded)."""
         scheme, _, token = (req.headers.get("Authorization") or "").partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return None, FORBIDDEN
+            return None
         with self._lock:
             if token in self._static_tokens:
-                return self._static_tokens[token], None
-            user, expires = self._tokens.get(token, (None, float("-inf")))
-        if user is None or time.monotonic() >= expires:
-            return None, UNAUTHORIZED
-        return user, None
+                return self._static_tokens[token]
+            user, expires = self._tokens.get(token, (None, float("inf")))
+        if time.monotonic() >= expires:
+            raise _Refused(UNAUTHORIZED)
+        return user
 
     def _groups_of(self, user: str) -> list[str]:
         return self._user_groups.get(user, [user])
 
-    def _may_read(self, user: str, doc: dict[str, Any]) -> bool:
-        if user in self._admins or doc.get("isPublished") is True:
+    def _may_read(self, user: str | None, doc: dict[str, Any]) -> bool:
+        if doc.get("isPublished") is True:
+            return True
+        if user is None:
+            return False
+        if user in self._admins:
             return True
         groups = self._groups_of(user)
         return doc.get("ownerGroup") in groups or any(g in groups for g in doc.get("accessGroups") or [])
 
-    def _readable(self, user: str, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    def _readable(self, user: str | None, table: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         with self._lock:
             return [doc for doc in table.values() if self._may_read(user, doc)]
 
@@ -682,13 +875,19 @@ class SciCatStandIn:
 
     # -- datasets ---------------------------------------------------------------------
 
+    def _dataset_problems(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        table = {"raw": RAW_DATASET_FIELDS, "derived": DERIVED_DATASET_FIELDS}.get(body.get("type"))
+        if table is None:  # the generic DTO, which knows neither type's own fields
+            table = {k: v for k, v in DERIVED_DATASET_FIELDS.items() if k not in ("investigator",)}
+        return validate(body, table)
+
     def _create_dataset(self, req: Request) -> Answer:
-        body = _json_body(req)
-        problems = validate(body, RAW_DATASET_FIELDS)
+        body = coerced(_object_body(req, Answer(400, {"status": 400, "message": "[]"})))
+        problems = self._dataset_problems(body)
         if problems:
             return Answer(400, {"status": 400, "message": json.dumps(problems)})
         if not self._may_create_dataset(req.user, body):
-            return _error(403, "Unauthorized to create this dataset", error="Forbidden")
+            return _error(403, "Unauthorized to create this dataset")
         with self._lock:
             reject = self._reject
         if reject is not None and reject(copy.deepcopy(body)):  # called unlocked: it is the test's code
@@ -696,62 +895,111 @@ class SciCatStandIn:
         doc = self._new_dataset(body, req.user)
         # The SDK's model requires datasetName (the doc: server-filled), and its relationships
         # follow a newer schema than the backend's {pid, relationship}: checked without them.
-        sdk_view = {k: v for k, v in body.items() if k != "relationships"} | {"datasetName": doc["datasetName"]}
-        refusal = self._sdk_second_opinion("dataset", sdk_view)
-        if refusal:
-            return refusal
-        if has_mongo_unsafe_key(body.get("scientificMetadata")):
-            return Answer(500, empty=True)  # the real backend's sharp edge: 500, empty body
+        if body["type"] == "raw":
+            sdk_view = {k: v for k, v in body.items() if k != "relationships"} | {
+                "datasetName": doc["datasetName"],  # and times as stored: the SDK parses fewer ISO forms
+                **{k: _stored_time(body[k]) for k in ("creationTime", "startTime", "endTime") if k in body}}
+            refusal = self._sdk_second_opinion("dataset", sdk_view)
+            if refusal:
+                return refusal
+        empty = [name for name in MONGOOSE_REQUIRED if doc.get(name) == ""]
+        if empty:
+            return Answer(500, mongoose_validation_error(empty))
+        if len(json.dumps(doc)) > MAX_DOCUMENT_BYTES:
+            return Answer(500, {"errorLabelSet": {}, "errorResponse": {
+                "index": 0, "code": 10334, "errmsg": f"object to insert too large. max size: {MAX_DOCUMENT_BYTES}"},
+                "index": 0, "code": 10334})
         with self._lock:
             if doc["pid"] in self._datasets:
                 return _error(409, f"A dataset with pid {doc['pid']} already exists!")
             self._datasets[doc["pid"]] = doc
+            if doc.get("proposalId") in self._proposals:
+                self._proposals[doc["proposalId"]]["numberOfDatasets"] += 1
             return Answer(201, copy.deepcopy(doc))
 
+    def _dataset_is_valid(self, req: Request) -> Answer:
+        body = coerced(_object_body(req))
+        return Answer(200, {"valid": not self._dataset_problems(body)})
+
     def _new_dataset(self, body: dict[str, Any], user: str) -> dict[str, Any]:
+        """The dataset as the backend stores and echoes it: v3 names and the v4 lists."""
         now = _now()
-        pid = body.get("pid") or f"{self.pid_prefix}/{uuid.uuid4()}"
+        pid = body["pid"] if "pid" in body else f"{self.pid_prefix}/{uuid.uuid4()}"
         # datasetName missing: the last two parts of sourceFolder, as the backend fills it.
-        name = body.get("datasetName") or "/".join(body["sourceFolder"].strip("/").split("/")[-2:])
-        defaults = {"size": 0, "numberOfFiles": 0, "packedSize": 0, "numberOfFilesArchived": 0,
-                    "isPublished": False, "accessGroups": [], "keywords": [], "techniques": [],
-                    "sharedWith": [], "relationships": [], "scientificMetadata": {}}
-        doc = {"pid": pid, **defaults, **copy.deepcopy(body)}
-        doc.update(pid=pid, datasetName=name, scientificMetadata=with_si_units(doc["scientificMetadata"] or {}),
-                   version="3.0.0", createdBy=user, updatedBy=user, createdAt=now, updatedAt=now)
+        name = body["datasetName"] if "datasetName" in body else "/".join(
+            body["sourceFolder"].rstrip("/").split("/")[-2:]).strip("/")
+        lifecycle = {"archivable": True, "retrievable": False, "publishable": False, "dateOfDiskPurging": now,
+                     "publishedOn": now, "isOnCentralDisk": True, "archiveStatusMessage": "datasetCreated",
+                     "retrieveStatusMessage": "", "retrieveIntegrityCheck": False, "_id": _object_id(),
+                     "archiveRetentionTime": now, "dateOfPublishing": now}
+        defaults = {"accessGroups": [], "size": 0, "packedSize": 0, "numberOfFiles": 0, "numberOfFilesArchived": 0,
+                    "keywords": [], "classification": "IN=medium,AV=low,CO=low", "isPublished": False,
+                    "techniques": [], "sharedWith": [], "relationships": [], "scientificMetadata": {},
+                    "inputDatasets": [], "usedSoftware": []}
+        doc = {**defaults, **copy.deepcopy(body)}
+        investigator = doc.pop("investigator", None)  # a raw dataset's is dropped
+        derived = body["type"] == "derived"
+        if derived:
+            doc["principalInvestigator"] = investigator  # v3 answers name a derived dataset's investigator so
+        doc.update(pid=pid, datasetName=name, version="3", createdBy=user, updatedBy=user, createdAt=now,
+                   updatedAt=now, _id=pid, __v=0, creationTime=_stored_time(doc["creationTime"]),
+                   datasetlifecycle={**lifecycle, **doc.get("datasetlifecycle", {})},
+                   scientificMetadata=with_si_units(doc["scientificMetadata"]),
+                   techniques=[{**t, "_id": _object_id()} for t in doc["techniques"]],
+                   principalInvestigators=[doc.get("principalInvestigator")],
+                   proposalIds=[doc.get("proposalId")],
+                   # A derived dataset has no sample or instrument of its own.
+                   sampleIds=[] if derived else [doc.get("sampleId")],
+                   instrumentIds=[] if derived else [doc.get("instrumentId")])
         return doc
+
+    @staticmethod
+    def _listed_dataset(doc: dict[str, Any]) -> dict[str, Any]:
+        """A stored dataset as a search lists it: the absent links as null."""
+        return {"proposalId": None, "sampleId": None, "instrumentId": None, **doc}
+
+    def _dataset_view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """A stored dataset as GET /Datasets/{pid} or findOne shows it: with its history too."""
+        return {**self._listed_dataset(doc), "history": []}
+
+    def _datasets_readable(self, user: str | None) -> list[dict[str, Any]]:
+        return self._readable(user, self._datasets)
 
     def _get_dataset(self, req: Request) -> Answer:
         with self._lock:
             doc = copy.deepcopy(self._datasets.get(req.args[0]))
         if doc is None:
-            return _error(404, "Dataset not found", error="Not Found")
-        return Answer(200, doc) if self._may_read(req.user, doc) else FORBIDDEN
+            return _error(404, f"dataset: {req.args[0]} not found")
+        if not self._may_read(req.user, doc):
+            return NOT_YOURS
+        return Answer(200, projected(self._dataset_view(doc), _filter_of(req).get("fields")))
 
     # -- origdatablocks ---------------------------------------------------------------
 
     def _create_block(self, req: Request) -> Answer:
         nested = bool(req.args)  # POST /Datasets/{pid}/origdatablocks
-        body = _json_body(req)
+        body = _object_body(req)
         problems = validate(body, DATASET_BLOCK_FIELDS if nested else BLOCK_FIELDS)
-        if problems:  # Nest's ValidationPipe shape: a list of messages
-            texts = [text for p in problems for text in p["constraints"].values()]
-            return _error(400, texts, error="Bad Request")
+        if problems:
+            return _nest_refusal(problems)
         pid = req.args[0] if nested else body["datasetId"]
         with self._lock:
             dataset = copy.deepcopy(self._datasets.get(pid))
         if dataset is None:
-            return _error(404, f"dataset: {pid} not found", error="Not Found")
+            return _error(404, f"Dataset: {pid} not found for attaching an origdatablock")
         if req.user not in self._privileged and dataset["ownerGroup"] not in self._groups_of(req.user):
             return FORBIDDEN
         refusal = self._sdk_second_opinion("dataset_origdatablock" if nested else "origdatablock", body)
         if refusal:
             return refusal
         now, block_id = _now(), str(uuid.uuid4())
-        block = {"_id": block_id, "id": block_id, "isPublished": False, **copy.deepcopy(body), "datasetId": pid,
+        files = [{**f, "time": _stored_time(f["time"]), "_id": (file_id := _object_id()), "id": file_id}
+                 for f in body["dataFileList"]]
+        block = {"isPublished": False, **copy.deepcopy(body), "datasetId": pid, "dataFileList": files,
                  # ownerGroup/accessGroups: always the dataset's, whatever was sent
                  "ownerGroup": dataset["ownerGroup"], "accessGroups": list(dataset.get("accessGroups") or []),
-                 "createdBy": req.user, "updatedBy": req.user, "createdAt": now, "updatedAt": now}
+                 "createdBy": req.user, "updatedBy": req.user, "createdAt": now, "updatedAt": now,
+                 "_id": block_id, "__v": 0, "id": block_id}
         with self._lock:
             self._blocks.append(block)
             self._resum(pid)
@@ -766,43 +1014,146 @@ class SciCatStandIn:
     def _blocks_of_dataset(self, req: Request) -> Answer:
         with self._lock:
             if req.args[0] not in self._datasets:
-                return _error(404, "Dataset not found", error="Not Found")
+                return _error(404, f"dataset: {req.args[0]} not found")
             if not self._may_read(req.user, self._datasets[req.args[0]]):
-                return FORBIDDEN
+                return NOT_YOURS
             return Answer(200, [copy.deepcopy(b) for b in self._blocks if b["datasetId"] == req.args[0]])
 
-    # -- reads ------------------------------------------------------------------------
+    def _get_block(self, req: Request) -> Answer:
+        with self._lock:
+            block = next((copy.deepcopy(b) for b in self._blocks if b["_id"] == req.args[0]), None)
+        if block is not None and block["datasetId"] not in self._datasets:  # left behind by a dataset's delete
+            return _error(404, f"Dataset: {block['datasetId']} not found for attaching an origdatablock")
+        # A missing block is a 403 in the backend, for an admin too.
+        return Answer(200, block) if block is not None and self._may_read(req.user, block) else NOT_YOURS
 
-    def _lookup(self, table: dict[str, dict[str, Any]], req: Request) -> Answer:
+    # -- proposals, samples, instruments ------------------------------------------------
+
+    def _create(self, req: Request, kind: str) -> Answer:
+        table, key, fields = self._catalogue(kind)
+        body = _object_body(req)
+        problems = validate(body, fields)
+        if problems:
+            return _nest_refusal(problems)
+        doc = self._new_entry(kind, body, req.user)
+        with self._lock:
+            if doc[key] in table or kind == "instrument" and any(
+                    i["uniqueName"] == doc["uniqueName"] for i in table.values()):
+                return {"proposal": _error(409, f"Proposal with {doc[key]} already exists"),
+                        "instrument": _error(409, "Instrument with the same unique name already exists"),
+                        "sample": INTERNAL}[kind]  # a duplicate sample: the database's unmapped error
+            table[doc[key]] = doc
+            return Answer(201, copy.deepcopy(doc))
+
+    def _catalogue(self, kind: str) -> tuple[dict[str, dict[str, Any]], str, dict[str, tuple[Rule, bool]]]:
+        return {"proposal": (self._proposals, "proposalId", PROPOSAL_FIELDS),
+                "sample": (self._samples, "sampleId", SAMPLE_FIELDS),
+                "instrument": (self._instruments, "pid", INSTRUMENT_FIELDS)}[kind]
+
+    def _new_entry(self, kind: str, body: dict[str, Any], user: str) -> dict[str, Any]:
+        """A proposal, sample or instrument as the backend stores it."""
+        now = _now()
+        if kind == "proposal":
+            defaults = {"accessGroups": [], "isPublished": False, "MeasurementPeriodList": [], "metadata": {},
+                        "parentProposalId": None, "type": "Default Proposal", "instrumentIds": [],
+                        "numberOfDatasets": 0}
+            key = body["proposalId"]
+        elif kind == "sample":
+            defaults = {"accessGroups": [], "isPublished": False}
+            key = body.get("sampleId") or str(uuid.uuid4())
+        else:
+            defaults = {"customMetadata": {}}
+            key = body.get("pid") or f"{self.pid_prefix}{uuid.uuid4()}"  # no "/": the backend glues them
+        doc = {**defaults, **copy.deepcopy(body), {"proposal": "proposalId", "sample": "sampleId"}.get(kind, "pid"): key,
+               "createdBy": user, "updatedBy": user, "createdAt": now, "updatedAt": now, "_id": key, "__v": 0,
+               "id": key}
+        if kind == "proposal":
+            doc["MeasurementPeriodList"] = [{**m, "id": None} for m in doc["MeasurementPeriodList"]]
+        if isinstance(doc.get("sampleCharacteristics"), dict):
+            doc["sampleCharacteristics"] = with_si_units(doc["sampleCharacteristics"])
+        return doc
+
+    def _lookup(self, req: Request, kind: str) -> Answer:
+        table = self._catalogue(kind)[0]
         doc = self._snapshot(table.get(req.args[0]))
         if doc is None:
-            return _error(404, "Not Found", error="Not Found")
-        return Answer(200, doc) if self._may_read(req.user, doc) else FORBIDDEN
+            return _error(404, f"{kind.capitalize()}: {req.args[0]} not found")
+        return Answer(200, doc) if self._may_read(req.user, doc) else _error(403, f"Unauthorized to this {kind}")
 
     def _get_instrument(self, req: Request) -> Answer:
         doc = self._snapshot(self._instruments.get(req.args[0]))
         return Answer(200, doc) if doc is not None else Answer(200, empty=True)  # absent: 200, empty body
 
-    def _find(self, req: Request, docs: Any) -> Answer:
-        """?filter={"where": {...}, "limits": {"limit", "skip"}}; a top-level "limit" or "skip" is
-        ignored, as by the real backend (scicat-backend-next 4.27, recorded)."""
-        try:
-            flt = json.loads(req.query.get("filter", ["{}"])[0])
-        except ValueError as e:
-            return _error(400, f"filter is not JSON: {e}", error="Bad Request")
-        if not isinstance(flt, dict) or not isinstance(flt.get("where", {}), dict):
-            return _error(400, "filter must be an object with an object 'where'", error="Bad Request")
-        where = flt.get("where", {})
-        for path, expected in where.items():
-            if isinstance(expected, dict) and any(k.startswith("$") or k in _LOOPBACK_OPERATORS for k in expected):
-                # Loud rather than a silent mismatch: the real backend would apply the operator.
-                return _error(400, f"stand-in: operators in where.{path} are not implemented", error="Bad Request")
-        limits = flt.get("limits") if isinstance(flt.get("limits"), dict) else {}
-        limit, skip = limits.get("limit"), limits.get("skip")
+    # -- deletes (no cascade, as in the backend) ----------------------------------------
+
+    def _may_delete(self, user: str) -> None:
+        if user not in self._admins and user not in self._privileged:
+            raise _Refused(FORBIDDEN)
+
+    def _delete_dataset(self, req: Request) -> Answer:
+        self._may_delete(req.user)
         with self._lock:
-            found = [copy.deepcopy(d) for d in docs if matches(d, where)]
+            doc = self._datasets.pop(req.args[0], None)
+        if doc is None:
+            return Answer(404, {"message": "Not Found", "statusCode": 404})
+        # Answered in v4's names (the lists only, and an "id"); its origdatablocks stay.
+        v4_view = {k: v for k, v in doc.items() if k not in ("principalInvestigator", "proposalId", "sampleId",
+                                                               "instrumentId")}
+        return Answer(200, {**v4_view, "id": doc["pid"], "techniques": [{**t, "id": t["_id"]} for t in doc["techniques"]],
+                            "scientificMetadata": _v4_keys(doc["scientificMetadata"])})
+
+    def _delete_block(self, req: Request) -> Answer:
+        self._may_delete(req.user)
+        with self._lock:
+            block = next((b for b in self._blocks if b["_id"] == req.args[0]), None)
+            if block is None:
+                return INTERNAL
+            self._blocks.remove(block)
+            if block["datasetId"] not in self._datasets:  # deleted all the same
+                return _error(404, f"Dataset #{block['datasetId']} not found")
+            self._resum(block["datasetId"])
+            return Answer(200, copy.deepcopy(block))
+
+    def _delete(self, req: Request, kind: str) -> Answer:
+        self._may_delete(req.user)
+        with self._lock:
+            doc = self._catalogue(kind)[0].pop(req.args[0], None)
+        if doc is None:
+            return Answer(200, empty=True) if kind == "instrument" else _error(
+                404, f"{kind.capitalize()}: {req.args[0]} not found")
+        return Answer(200, doc)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def _find(self, req: Request, docs: Any, view: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+              one: bool = False) -> Answer:
+        """?filter={"where", "fields", "limits": {"limit", "skip", "order": "field:desc"}} (also as
+        ?filters=); a top-level "limit", "skip" or "order" is ignored, as by the real backend."""
+        flt = _filter_of(req)
+        where = flt.get("where", {})
+        if not isinstance(where, dict):
+            return _error(400, "filter.where must be an object")
+        unsupported = _unsupported_operator(where)
+        if unsupported:  # loud rather than a silent mismatch: the real backend would apply it
+            return _error(400, f"stand-in: the operator in where.{unsupported} is not implemented")
+        limits = flt.get("limits") if isinstance(flt.get("limits"), dict) else {}
+        limit, skip, order = limits.get("limit"), limits.get("skip"), limits.get("order")
+        if limit is not None and type(limit) is not int:
+            return _error(400, f"invalid argument to $limit stage: Expected a number in: $limit: {json.dumps(limit)}")
+        with self._lock:
+            found = [view(copy.deepcopy(d)) for d in docs if matches(d, where)]
+        if isinstance(order, str):
+            field_name, _, direction = order.partition(":")
+            found.sort(key=lambda d: str(d.get(field_name, "")), reverse=direction.lower() == "desc")
         found = found[skip:] if type(skip) is int and skip > 0 else found
-        return Answer(200, found[:limit] if type(limit) is int and limit > 0 else found)
+        found = [projected(d, flt.get("fields")) for d in (found[:limit] if limit and limit > 0 else found)]
+        if one:
+            return Answer(200, found[0]) if found else Answer(200, empty=True)
+        return Answer(200, found)
+
+    def _count(self, req: Request, docs: list[dict[str, Any]]) -> Answer:
+        where = _filter_of(req).get("where", {})  # ?where= is not read: everything visible is counted
+        return Answer(200, {"count": sum(1 for d in docs if matches(d, where))})
 
     # -- the SDK's second opinion ---------------------------------------------------------
 
