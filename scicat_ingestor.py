@@ -1969,6 +1969,9 @@ class Ingestor:
         facts.instrument_id = next((i for i in ids if lookup.ask(lambda: catalogue.instrument_exists(i))), "")
         if not facts.instrument_id and instrument:
             facts.instrument_id = lookup.ask(lambda: catalogue.find_instrument_by_name(instrument)) or ""
+            if facts.instrument_id and ids:  # linked all the same; the configured id wants fixing
+                logger.info("job %s: instrument id %s is not in SciCat; linked by the name %s instead",
+                            finished.job_id, " / ".join(ids), instrument)
         if not facts.instrument_id and (ids or instrument):
             tried = [f"id {i}" for i in ids] + ([f"name {instrument}"] if instrument else [])
             facts.missing.append(lookup.missing(finished.job_id, f"instrument {' / '.join(tried)}",

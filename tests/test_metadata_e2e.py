@@ -74,7 +74,7 @@ def test_groups_people_instrument_and_sample_come_from_what_scicat_has(tmp_path,
     assert len(lookups_of(scicat, "/Instruments/gone-id")) == 1
     assert len(lookups_of(scicat, "/Instruments")) == 1
     assert "instrument id gone-id is not in SciCat" in log
-    assert "no proposal 999000 found in SciCat" in log
+    assert f"job {unknown['job_id']}: proposal 999000 not in SciCat" in log
 
 
 @pytest.fixture

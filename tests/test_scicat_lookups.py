@@ -98,3 +98,17 @@ def test_retries_back_off_exponentially_but_never_wait_more_than_about_a_minute(
     assert len(waits) == 8 and client.retries == 8
     assert waits[0] <= 3.0 and waits[3] >= 8.0  # 2 s doubled, with jitter of +-50 %
     assert max(waits) <= 90.0  # a SciCat that is back is tried again within a minute and a half
+
+
+def test_an_unknown_instrument_is_asked_once_per_cache_period(scicat):
+    client = client_of(scicat)
+    assert [client.instrument_exists("gone") for _ in range(3)] == [False] * 3
+    assert [client.find_instrument_by_name("LOKI") for _ in range(3)] == [""] * 3
+    assert gets(scicat, "/Instruments/gone") == 1 and gets(scicat, "/Instruments") == 1
+
+
+def test_an_empty_list_where_a_record_belongs_counts_as_absent(scicat):
+    client = client_of(scicat)
+    client.login()
+    scicat.fail_next(200, body=[], path_prefix="/Proposals")  # [] instead of a proposal: nothing there
+    assert client.find_proposal("654321") is None
