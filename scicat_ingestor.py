@@ -1550,7 +1550,9 @@ class SciCatClient:
             return response.json()
         except ValueError:
             kind = "HTML" if response.text.lstrip().startswith("<") else "no JSON"
-            raise SciCatError(f"SciCat answered {what} with {kind}", response.status_code, response.text) from None
+            # A POST answered 2xx did something: what, only SciCat can say.
+            error = AmbiguousWrite if method == "POST" else SciCatError
+            raise error(f"SciCat answered {what} with {kind}", response.status_code, response.text) from None
 
     def _created(self, path: str, record: dict[str, Any], what: str, key: str) -> dict[str, Any]:
         """POST a record; the answer must be the record, with its key, else the POST is ambiguous."""

@@ -6,7 +6,7 @@ requests; a test arms faults for requests matching a method and a path prefix:
 - ``"502-after-forward"``: SciCat gets the request and answers; the client gets a gateway's 502 page.
 - ``"stall-after-forward"``: SciCat answers; the client gets nothing for ``stall_s``, then a closed connection.
 - ``"reset-after-forward"``: SciCat answers; the client's connection is reset (RST).
-- ``"empty-body-after-forward"``: SciCat answers; the client gets its status line with an empty body.
+- ``"body-after-forward"``: SciCat answers; the client gets its status with ``body`` instead (empty by default).
 - ``"trickle"``: SciCat's answer reaches the client one byte every ``trickle_s``.
 - ``"answer"``: the client gets ``status`` without SciCat seeing the request.
 
@@ -21,8 +21,9 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
-MODES = ("502-after-forward", "stall-after-forward", "reset-after-forward", "empty-body-after-forward",
+MODES = ("502-after-forward", "stall-after-forward", "reset-after-forward", "body-after-forward",
          "trickle", "answer")
 STATUS_TEXT = {401: "Unauthorized", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 GATEWAY_PAGE = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1>" \
@@ -38,6 +39,7 @@ class Fault:
     status: int = 500
     stall_s: float = 10.0
     trickle_s: float = 1.0
+    body: bytes = b""
     hits: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -68,7 +70,7 @@ class FaultProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail(self, mode: str, method: str, path: str, times: int = 1, **settings: float) -> Fault:
+    def fail(self, mode: str, method: str, path: str, times: int = 1, **settings: Any) -> Fault:
         assert mode in MODES, mode
         fault = Fault(mode, method, path, times, **settings)
         with self._lock:
@@ -142,9 +144,9 @@ class FaultProxy:
         elif mode == "reset-after-forward":
             client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             return False
-        elif mode == "empty-body-after-forward":
+        elif mode == "body-after-forward":
             status_line = answer.split(b"\r\n", 1)[0]
-            client.sendall(status_line + b"\r\nContent-Length: 0\r\n\r\n")
+            client.sendall(status_line + f"\r\nContent-Length: {len(fault.body)}\r\n\r\n".encode() + fault.body)
         elif mode == "trickle":
             for i in range(len(answer)):
                 client.sendall(answer[i:i + 1])

@@ -69,7 +69,7 @@ def assert_healthy(ingestor, scicat, runs):
 
 @pytest.mark.parametrize("path", [DATASETS, BLOCKS], ids=["dataset", "origdatablock"])
 @pytest.mark.parametrize("mode", ["502-after-forward", "stall-after-forward", "reset-after-forward",
-                                  "empty-body-after-forward"])
+                                  "body-after-forward"])
 def test_a_post_whose_answer_is_lost_is_checked_not_repeated(tmp_path, data_dir, scicat, proxy, kafka_bootstrap,
                                                              kafka_topic, pid_prefix, path, mode):
     """SciCat carried the POST out; the ingestor never heard so (502, no answer within timeout_s,
@@ -82,6 +82,24 @@ def test_a_post_whose_answer_is_lost_is_checked_not_repeated(tmp_path, data_dir,
         assert_healthy(ingestor, scicat, runs)
         assert proxy.applied(mode) == 1
         ingestor.wait_for_log("not created again")
+
+
+@pytest.mark.parametrize("path", [DATASETS, BLOCKS], ids=["dataset", "origdatablock"])
+@pytest.mark.parametrize("body, reason", [
+    (b"not json", "with no JSON"), (b"[]", "with [] (no"), (b"{}", "with {} (no"),
+    (b"<html><body><h1>201 Created</h1></body></html>", "with HTML"),
+], ids=["non-JSON", "[]", "{}", "HTML"])
+def test_a_201_without_the_record_is_checked_with_a_clear_reason(tmp_path, data_dir, scicat, proxy, kafka_bootstrap,
+                                                               kafka_topic, pid_prefix, path, body, reason):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    proxy.fail("body-after-forward", "POST", path, body=body)
+    config = config_through(proxy, tmp_path, kafka_bootstrap, kafka_topic, pid_prefix)
+    with IngestorProcess(tmp_path, config) as ingestor:
+        run = writer.run()
+        assert_healthy(ingestor, scicat, [run])
+        log = ingestor.log()
+        assert reason in log and "may have been created" in log
+        assert "unexpected error" not in log and "Traceback" not in log
 
 
 def test_a_trickled_answer_is_given_up_at_the_deadline_while_the_loop_stays_in_its_group(
