@@ -1435,7 +1435,10 @@ class SciCatClient:
         credentials = {"username": self.config.username, "password": self.config.password}
         # A 401 too is retried: SciCat restarting or its identity provider slow refuse for a few
         # seconds; a wrong password still refuses after the retries.
-        response = self._send("POST", "/auth/login", credentials, authenticated=False, also_transient=(401,))
+        try:
+            response = self._send("POST", "/auth/login", credentials, authenticated=False, also_transient=(401,))
+        except SciCatError as e:  # still refused, or unreachable, after the retries
+            raise SciCatError(f"login as {self.config.username} failed", e.status, e.body) from None
         if response.status_code != 201:
             raise SciCatError(f"login as {self.config.username} failed", response.status_code, response.text)
         try:

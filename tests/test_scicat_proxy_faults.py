@@ -9,11 +9,12 @@ and the ingestor alive in its consumer group; each runs with and without dataset
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
 from fault_proxy import FaultProxy
-from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_dataset_each, wait_until
+from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_dataset_each, producer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -174,3 +175,41 @@ def test_a_dataset_whose_file_list_failed_past_the_retries_is_completed_by_repla
     assert one_dataset_each(scicat, [run])
     assert len(scicat.datasets) == 1
     assert replay.spooled() == []
+
+
+@pytest.mark.parametrize("path", [DATASETS, BLOCKS], ids=["dataset", "origdatablock"])
+def test_ingest_file_checks_a_lost_answer_too(tmp_path, data_dir, scicat, proxy, kafka_bootstrap, kafka_topic,
+                                              pid_prefix, path):
+    files = [data_dir / f"backfill_{i}.hdf" for i in range(2)]
+    for i, file in enumerate(files):
+        producer.write_nexus_file(str(file), job_id=str(uuid.uuid4()), run_number=i + 1)
+    proxy.fail("502-after-forward", "POST", path, times=2)
+    config = config_through(proxy, tmp_path, kafka_bootstrap, kafka_topic, pid_prefix)
+    backfill = IngestorProcess(tmp_path, config, "--ingest-file", str(data_dir)).start()
+    assert backfill.process.wait(120) == 0, backfill.log()[-3000:]
+    assert proxy.applied("502-after-forward") == 2
+    assert len(scicat.datasets) == 2 and len(scicat.origdatablocks) == 2
+    assert sorted(b["datasetId"] for b in scicat.origdatablocks) == sorted(scicat.datasets)
+    assert backfill.log().count("not created again") == 2
+    assert backfill.spooled() == []
+
+
+def test_a_login_refused_past_the_retries_spools_the_file_with_that_reason(
+        tmp_path, data_dir, scicat, proxy, kafka_bootstrap, kafka_topic, pid_prefix):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = config_through(proxy, tmp_path, kafka_bootstrap, kafka_topic, pid_prefix, **{"scicat.max_retries": 2})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        first = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [first]), 60, "the first file")
+        scicat.expire_all_tokens()
+        refusals = proxy.fail("answer", "POST", LOGIN, times=1000, status=401)  # the password changed
+        refused = writer.run()
+        wait_until(ingestor.spooled, 60, "the file spooled")
+        [spooled] = ingestor.spooled()
+        assert spooled["reason"].startswith("login as ingestor failed: HTTP 401")
+        assert refusals.hits == 3  # the first try and two retries
+        assert ingestor.running()
+    refusals.times = 0
+    replay = IngestorProcess(tmp_path, config, "--replay").start()
+    assert replay.process.wait(60) == 0, replay.log()[-3000:]
+    assert one_dataset_each(scicat, [first, refused]) and len(scicat.datasets) == 2
