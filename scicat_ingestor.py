@@ -1321,6 +1321,19 @@ class SciCatError(Exception):
         super().__init__(f"{what}: {answer}")
 
 
+class AmbiguousWrite(SciCatError):
+    """A POST SciCat may have carried out though no usable answer came back (a timeout or reset
+    after sending, a gateway's 502, any 5xx, a 2xx without the record): never repeated blindly."""
+
+
+class DatasetWithoutFiles(SciCatError):
+    """The dataset is in SciCat but its origdatablock could not be made: --replay completes it."""
+
+    def __init__(self, pid: str, cause: SciCatError):
+        self.pid = pid
+        super().__init__(f"dataset without file list: {pid}", cause.status, str(cause))
+
+
 # Answers worth waiting out: the backend restarting, overloaded, or a proxy in between.
 TRANSIENT_STATUS = (429, 500, 502, 503, 504)
 # The longest wait between two retries: with many retries configured, a doubling
@@ -1331,6 +1344,25 @@ TOKEN_RENEW_MARGIN_S = 60.0
 # Upper bounds of the SciCat latency histogram's buckets, in seconds.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# While an answer takes longer than this the loop polls Kafka, in slices as long.
+IN_FLIGHT_POLL_S = 0.2
+
+
+def retry_delay(config: "SciCatConfig", attempt: int) -> float:
+    """How long to wait before retry number attempt (from 1): doubling, capped, jittered."""
+    return min(config.retry_backoff_s * 2 ** (attempt - 1), RETRY_DELAY_MAX_S) * random.uniform(0.5, 1.5)
+
+
+def was_sent(error: Exception) -> bool:
+    """Whether a failed request may have reached SciCat: not when the connection was never made."""
+    from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+    import requests
+
+    if isinstance(error, requests.ConnectTimeout):
+        return False
+    reason = getattr(error.args[0], "reason", None) if error.args else None
+    return not isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
 @dataclass
@@ -1392,15 +1424,19 @@ def proposal_from_scicat(doc: dict[str, Any]) -> Proposal:
 
 
 class SciCatClient:
-    """SciCat's REST API: log in, keep the token fresh, create and find datasets."""
+    """SciCat's REST API: log in, keep the token fresh, create and find datasets.
 
-    def __init__(self, config: SciCatConfig, wait: Any = time.sleep):
+    Every exchange has a deadline of scicat.timeout_s for the whole of it (a trickling answer
+    too); while it runs, `stay_in_group` polls Kafka so the loop keeps its consumer group."""
+
+    def __init__(self, config: SciCatConfig, wait: Any = time.sleep, stay_in_group: Any = None):
         import requests
 
         self.config = config
         # How to pass the time between retries: the loop's own wait keeps
         # the consumer in its group while SciCat is down.
         self.wait = wait
+        self.stay_in_group = stay_in_group
         self.retries = 0
         self.latency = LatencyHistogram()
         self.session = requests.Session()
@@ -1416,14 +1452,20 @@ class SciCatClient:
         if not self._can_log_in():
             return  # a static token
         credentials = {"username": self.config.username, "password": self.config.password}
-        response = self._send("POST", "/auth/login", credentials, authenticated=False)
+        # A 401 too is retried: SciCat restarting or its identity provider slow refuse for a few
+        # seconds; a wrong password still refuses after the retries.
+        try:
+            response = self._send("POST", "/auth/login", credentials, authenticated=False, also_transient=(401,))
+        except SciCatError as e:  # still refused, or unreachable, after the retries
+            raise SciCatError(f"login as {self.config.username} failed", e.status, e.body) from None
         if response.status_code != 201:
             raise SciCatError(f"login as {self.config.username} failed", response.status_code, response.text)
         try:
             answer = response.json()
             self._token = answer["access_token"]
         except (ValueError, KeyError, TypeError):
-            raise SciCatError("login answered without an access_token", response.status_code, "") from None
+            raise SciCatError("login answered without an access_token", response.status_code,
+                              response.text[:200]) from None
         lifetime = float(answer.get("expires_in") or 3600)
         self._token_renew_at = time.monotonic() + max(lifetime - TOKEN_RENEW_MARGIN_S, lifetime / 2)
         logger.info("logged in to SciCat at %s as %s", self.config.host, self.config.username)
@@ -1433,33 +1475,71 @@ class SciCatClient:
 
     # -- requests --------------------------------------------------------------
 
-    def _send(self, method: str, path: str, body: Any = None, params: Any = None, authenticated: bool = True):
-        """One request, with retries for what is worth waiting out."""
+    def _exchange(self, method: str, url: str, body: Any, params: Any, headers: dict[str, str]):
+        """One HTTP exchange, given up at the deadline however the answer trickles in.
+
+        It runs in a thread of its own (an abandoned one ends at the socket's read timeout);
+        this thread waits, polling Kafka once the answer is slow."""
         import requests
 
+        deadline = time.monotonic() + self.config.timeout_s
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def exchange() -> None:
+            try:
+                outcome.append(self.session.request(method, url, json=body, params=params, headers=headers,
+                                                     timeout=self.config.timeout_s))
+            except Exception as e:  # handed to the waiting thread
+                outcome.append(e)
+            done.set()
+
+        threading.Thread(target=exchange, daemon=True, name="scicat-request").start()
+        if not done.wait(min(IN_FLIGHT_POLL_S, self.config.timeout_s)):
+            while (left := deadline - time.monotonic()) > 0 and not done.is_set():
+                slice_started = time.monotonic()
+                if self.stay_in_group is not None:
+                    self.stay_in_group(min(left, IN_FLIGHT_POLL_S))
+                if time.monotonic() - slice_started < min(left, IN_FLIGHT_POLL_S) / 2:
+                    done.wait(min(left, IN_FLIGHT_POLL_S))  # no Kafka, or stopping: just wait
+        if not done.is_set():
+            raise requests.Timeout(f"no complete answer within {self.config.timeout_s:g} s")
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        return outcome[0]
+
+    def _send(self, method: str, path: str, body: Any = None, params: Any = None, authenticated: bool = True,
+              also_transient: tuple[int, ...] = ()):
+        """One request, with retries for what is worth waiting out. A POST that may have been
+        carried out is not repeated here: AmbiguousWrite, for the caller to check first."""
+        import requests
+
+        repeatable = method == "GET" or path == "/auth/login"
         attempt = 0
         while True:
             headers = {"Authorization": f"Bearer {self._token}"} if authenticated and self._token else {}
             try:
                 started = time.monotonic()
-                response = self.session.request(
-                    method, self.config.host + path, json=body, params=params,
-                    headers=headers, timeout=self.config.timeout_s,
-                )
+                response = self._exchange(method, self.config.host + path, body, params, headers)
                 self.latency.observe(time.monotonic() - started)
-                problem = f"HTTP {response.status_code}" if response.status_code in TRANSIENT_STATUS else ""
+                status = response.status_code
+                problem = f"HTTP {status}" if status in TRANSIENT_STATUS + also_transient else ""
+                sent = status != 429  # 429: refused before doing anything
             except (requests.ConnectionError, requests.Timeout) as e:
-                response, problem = None, type(e).__name__
+                response, problem, sent = None, f"{type(e).__name__}: {e}", was_sent(e)
             if not problem:
                 return response
+            if sent and not repeatable:
+                raise AmbiguousWrite(f"{method} {path}", None if response is None else response.status_code,
+                                     problem if response is None else response.text)
             if attempt >= self.config.max_retries:
                 if response is None:
                     raise SciCatError(f"{method} {path}", None, f"SciCat unreachable ({problem})")
                 raise SciCatError(f"{method} {path}", response.status_code, response.text)
-            delay = min(self.config.retry_backoff_s * 2 ** attempt, RETRY_DELAY_MAX_S) * random.uniform(0.5, 1.5)
             attempt += 1
+            delay = retry_delay(self.config, attempt)
             self.retries += 1
-            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,
+            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem[:200], attempt,
                            self.config.max_retries, delay)
             self.wait(delay)
 
@@ -1475,40 +1555,70 @@ class SciCatClient:
         return response
 
     def _json(self, method: str, path: str, what: str, body: Any = None, params: Any = None) -> Any:
-        """The JSON answer of a request that must succeed; None for a 404."""
+        """The JSON answer of a request that must succeed; None for a 404 or an empty answer."""
         return self._answer(method, self.request(method, path, body, params), what)
 
     @staticmethod
     def _answer(method: str, response: Any, what: str) -> Any:
-        """The JSON of an answer; None for a GET answered 404; SciCatError for a refusal."""
+        """The JSON of an answer; None for a GET answered 404 or with an empty body (SciCat's
+        "nothing found"); SciCatError for a refusal or an answer that is not JSON."""
         if method == "GET" and response.status_code == 404:
             return None
         if response.status_code not in (200, 201):
             raise SciCatError(f"SciCat refused {what}", response.status_code, response.text)
+        if not response.content.strip():
+            return None
         try:
             return response.json()
         except ValueError:
-            raise SciCatError(f"SciCat answered {what} without JSON", response.status_code, response.text) from None
+            kind = "HTML" if response.text.lstrip().startswith("<") else "no JSON"
+            # A POST answered 2xx did something: what, only SciCat can say.
+            error = AmbiguousWrite if method == "POST" else SciCatError
+            raise error(f"SciCat answered {what} with {kind}", response.status_code, response.text) from None
+
+    def _created(self, path: str, record: dict[str, Any], what: str, key: str) -> dict[str, Any]:
+        """POST a record; the answer must be the record, with its key, else the POST is ambiguous."""
+        answer = self._json("POST", path, what, record)
+        if not isinstance(answer, dict) or not isinstance(answer.get(key), str) or not answer[key]:
+            shape = "an empty body" if answer is None else f"{json.dumps(answer)[:200]} (no {key})"
+            raise AmbiguousWrite(f"SciCat answered {what} with {shape}", 201, "")
+        return answer
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
-        return self._json("POST", "/Datasets", "the dataset", dataset)
+        return self._created("/Datasets", dataset, "the dataset", "pid")
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
-        return self._json("POST", "/OrigDatablocks", "the origdatablock", block)
+        return self._created("/OrigDatablocks", block, "the origdatablock", "_id")
+
+    def _dataset_answer(self, found: Any, what: str) -> Optional[dict[str, Any]]:
+        if isinstance(found, list):  # a search: the first match
+            found = found[0] if found else None
+        if found is None or found == {}:
+            return None
+        if not isinstance(found, dict) or not found.get("pid"):
+            raise SciCatError(f"SciCat answered {what} with no dataset", None, json.dumps(found)[:200])
+        return found
 
     def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:
-        # Some SciCat versions answer an absent pid with 200 and an empty body.
-        return self._json("GET", "/Datasets/" + urllib.parse.quote(pid, safe=""), "reading a dataset") or None
+        return self._dataset_answer(
+            self._json("GET", "/Datasets/" + urllib.parse.quote(pid, safe=""), "reading a dataset"),
+            f"reading dataset {pid}")
 
     def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:
         # "limits": SciCat ignores a top-level "limit" (recorded from scicat-backend-next 4.27).
         where = {"where": {"scientificMetadata.job_id.value": job_id}, "limits": {"limit": 1}}
         found = self._json("GET", "/Datasets", "the search by job id", params={"filter": json.dumps(where)})
-        return found[0] if found else None
+        return self._dataset_answer(found, f"the search for job {job_id}")
 
-    def has_origdatablock(self, pid: str) -> bool:
+    def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:
+        """The dataset's origdatablock listing this file, if there is one."""
         path = f"/Datasets/{urllib.parse.quote(pid, safe='')}/origdatablocks"
-        return bool(self._json("GET", path, "reading origdatablocks"))
+        blocks = self._json("GET", path, "reading origdatablocks") or []
+        if not isinstance(blocks, list):
+            raise SciCatError(f"SciCat answered the origdatablocks of {pid} with no list", None,
+                              json.dumps(blocks)[:200])
+        return next((b for b in blocks if isinstance(b, dict)
+                     and any(f.get("path") == file_path for f in b.get("dataFileList") or [])), None)
 
     # -- lookups (cached) --------------------------------------------------------
 
@@ -1592,8 +1702,111 @@ class DryRunCatalogue:
     def find_dataset_by_job(self, job_id: str) -> None:
         return None
 
-    def has_origdatablock(self, pid: str) -> bool:
-        return False
+    def find_origdatablock(self, pid: str, file_path: str) -> None:
+        return None
+
+
+# =============================================================================
+# 5b. Creating each record once
+# =============================================================================
+
+# A POST whose answer is lost may have been carried out: repeating it blindly
+# would give a file two datasets or two file lists, which only an administrator
+# can clean up. So after an ambiguous POST the publisher waits the backoff (a
+# gateway may answer before the backend has finished), asks SciCat whether the
+# record is there (the dataset by its pid or job id, the origdatablock by the
+# file's path) and POSTs again only if it is not.
+
+
+@dataclass
+class DatasetMade:
+    """The dataset a file has in SciCat, and how it got there."""
+
+    status: str  # "ingested" or "duplicate" (SciCat had it before this message)
+    record: dict[str, Any]
+    just_posted: bool  # made by our POST just now, so without a file list yet
+
+
+class Publisher:
+    """Creates a file's dataset and its origdatablock in SciCat, each exactly once."""
+
+    def __init__(self, catalogue: Any, config: SciCatConfig, check_by_job_id: bool, wait: Any):
+        self.catalogue = catalogue
+        self.config = config
+        self.check_by_job_id = check_by_job_id
+        self.wait = wait
+
+    def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> tuple[str, str]:
+        """(status, pid): "ingested", or "duplicate" when SciCat had the dataset already.
+
+        A redelivered message, or a replayed one (known_pid), finds the dataset and only
+        completes what a crash or a failure between the two POSTs left undone."""
+        existing = None
+        # With our own pid no lookup first: SciCat's 409 tells a duplicate, one request less per file.
+        if known_pid:
+            existing = self.catalogue.get_dataset(known_pid)
+        elif "pid" not in dataset and self.check_by_job_id:
+            existing = self.find_dataset(dataset)
+        if existing is not None:
+            made = DatasetMade("duplicate", existing, just_posted=False)
+        else:
+            made = self.create_once("the dataset", lambda: self.post_dataset(dataset),
+                                    lambda: self.found_dataset(dataset))
+        pid = made.record["pid"]
+        block = build_origdatablock(pid, dataset, data_file)
+        file_path = block["dataFileList"][0]["path"]
+        try:
+            # A dataset our POST just made has no file list; one found may have.
+            if made.just_posted or self.catalogue.find_origdatablock(pid, file_path) is None:
+                self.create_once(f"the origdatablock of {pid}", lambda: self.catalogue.post_origdatablock(block),
+                                 lambda: self.catalogue.find_origdatablock(pid, file_path))
+        except SciCatError as e:
+            raise DatasetWithoutFiles(pid, e) from None
+        return made.status, pid
+
+    def find_dataset(self, dataset: dict[str, Any]) -> Optional[dict[str, Any]]:
+        if "pid" in dataset:
+            return self.catalogue.get_dataset(dataset["pid"])
+        return self.catalogue.find_dataset_by_job(dataset["scientificMetadata"]["job_id"]["value"])
+
+    def found_dataset(self, dataset: dict[str, Any]) -> Optional[DatasetMade]:
+        """After an ambiguous POST: the dataset that POST made, if it did."""
+        existing = self.find_dataset(dataset)
+        return DatasetMade("ingested", existing, just_posted=False) if existing is not None else None
+
+    def post_dataset(self, dataset: dict[str, Any]) -> DatasetMade:
+        """The dataset created, or the one SciCat has under its pid already (409)."""
+        try:
+            return DatasetMade("ingested", self.catalogue.post_dataset(dataset), just_posted=True)
+        except AmbiguousWrite:
+            raise
+        except SciCatError as e:
+            if e.status != 409 or "pid" not in dataset:
+                raise
+            existing = self.catalogue.get_dataset(dataset["pid"])
+            if existing is None:
+                raise
+            return DatasetMade("duplicate", existing, just_posted=False)
+
+    def create_once(self, what: str, post: typing.Callable[[], Any], find: typing.Callable[[], Any]) -> Any:
+        """What post() answers; after an ambiguous POST, what find() finds, else post() again."""
+        attempt = 0
+        while True:
+            try:
+                return post()
+            except AmbiguousWrite as e:
+                if attempt >= self.config.max_retries:
+                    raise
+                attempt += 1
+                delay = retry_delay(self.config, attempt)
+                self.catalogue.retries += 1
+                logger.warning("%s may have been created (%s); checking in %.1f s before retry %d/%d",
+                               what, str(e)[:200], delay, attempt, self.config.max_retries)
+                self.wait(delay)
+                found = find()
+                if found is not None:
+                    logger.info("SciCat has %s already although its answer was lost: not created again", what)
+                    return found
 
 
 # =============================================================================
@@ -1718,7 +1931,7 @@ class Spool:
 
 
 def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWriting],
-                 run_start: Optional[RunStart], reason: str, attempts: int) -> dict[str, Any]:
+                 run_start: Optional[RunStart], reason: str, attempts: int, dataset_pid: str = "") -> dict[str, Any]:
     import base64
 
     return {
@@ -1731,6 +1944,8 @@ def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWritin
         "run_start": dataclasses.asdict(run_start) if run_start else None,
         "reason": reason,
         "attempts": attempts,
+        # A dataset SciCat has without its file list: --replay completes this one, never makes another.
+        "dataset_pid": dataset_pid,
     }
 
 
@@ -1812,8 +2027,10 @@ class Ingestor:
     def __init__(self, config: Config):
         self.config = config
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
-            DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat, wait=self.wait)
+            DryRunCatalogue() if config.options.dry_run
+            else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
         )
+        self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
         self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
         self.spool = Spool(config.spool.directory)
         # The message being handled, and whether a rebalance took its partition meanwhile.
@@ -1840,6 +2057,15 @@ class Ingestor:
         members start (joining or leaving) is served here; if it takes the
         partition of the message in hand, the wait ends with PartitionRevoked.
         """
+        self.pass_time(seconds)
+        if self.stop_requested:
+            raise StopRequested()
+        if self.in_hand_revoked:
+            raise PartitionRevoked()
+
+    def pass_time(self, seconds: float) -> None:
+        """wait() without raising: ends early on a stop request or a revocation. While a SciCat
+        request is in flight, so that it runs to its end (or its deadline) before we act on them."""
         deadline = time.monotonic() + seconds
         if self.consumer is None:  # --replay: no Kafka
             while not self.stop_requested and time.monotonic() < deadline:
@@ -1866,10 +2092,6 @@ class Ingestor:
                 # Those a rebalance took too: a partition keeps its pause through a
                 # revocation and would come back paused, never to be read again.
                 self.consumer.resume(paused)
-        if self.stop_requested:
-            raise StopRequested()
-        if self.in_hand_revoked:
-            raise PartitionRevoked()
 
     # -- one finished file -----------------------------------------------------
 
@@ -1902,36 +2124,6 @@ class Ingestor:
                 logger.info("%s; waiting for it", e)
                 self.wait(delay)
                 delay = min(2 * delay, 5.0)
-
-    def publish(self, dataset: dict[str, Any], data_file: DataFile) -> tuple[str, str]:
-        """Create the dataset and its origdatablock once: (status, pid).
-
-        A redelivered message finds the dataset (by its pid, or by job id) and
-        only completes what a crash between the two POSTs left undone.
-        """
-        catalogue = self.catalogue
-        job_id = dataset["scientificMetadata"]["job_id"]["value"]
-        existing = None
-        # With our own pid no lookup first: SciCat's 409 tells a duplicate, one request less per file.
-        if "pid" not in dataset and self.config.options.check_by_job_id:
-            existing = catalogue.find_dataset_by_job(job_id)
-        if existing is None:
-            try:
-                existing = catalogue.post_dataset(dataset)
-                status = "ingested"
-            except SciCatError as e:
-                if e.status != 409:
-                    raise
-                existing = catalogue.get_dataset(dataset["pid"])
-                if existing is None:
-                    raise
-                status = "duplicate"
-        else:
-            status = "duplicate"
-        pid = existing.get("pid", "")
-        if status == "ingested" or not catalogue.has_origdatablock(pid):
-            catalogue.post_origdatablock(build_origdatablock(pid, dataset, data_file))
-        return status, pid
 
     def look_up(self, run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
                 settings: DatasetDefaults) -> CatalogueFacts:
@@ -1971,8 +2163,9 @@ class Ingestor:
             facts.missing.append(lookup.missing(finished.job_id, f"sample {' / '.join(samples)}", "without sampleId"))
         return facts
 
-    def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart]) -> Outcome:
-        """Ingest the file a wrdn announces; every failure becomes an Outcome."""
+    def ingest(self, finished: FinishedWriting, run_start: Optional[RunStart], known_pid: str = "") -> Outcome:
+        """Ingest the file a wrdn announces; every failure becomes an Outcome. known_pid: the
+        dataset a replayed record's first attempt made, to be completed."""
         if finished.error_encountered:
             return Outcome("skipped", f"the file writer reported an error: {finished.message or 'no message'}")
         durations: dict[str, float] = {}
@@ -1981,7 +2174,9 @@ class Ingestor:
             nexus, data_file, settings = self.read_file(finished, run_start, durations)
             facts = self.look_up(run_start, finished, nexus, settings)
             dataset = build_dataset(run_start, finished, nexus, data_file, settings, facts)
-            status, pid = self.publish(dataset, data_file)
+            status, pid = self.publisher.publish(dataset, data_file, known_pid)
+        except DatasetWithoutFiles as e:
+            return Outcome("failed", str(e), pid=e.pid, durations=durations)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
             return Outcome("failed", str(e), durations=durations)
         except LeftUncommitted:
@@ -2006,7 +2201,7 @@ class Ingestor:
             log = logger.warning if outcome.status == "skipped" else logger.error
             log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
                 else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
-            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts))
+            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts, outcome.pid))
             self.stats.spooled += 1
         if self.config.audit.file:
             append_line_durably(self.config.audit.file, {
@@ -2283,7 +2478,7 @@ class Ingestor:
                 finished = (FinishedWriting(**record["finished"]) if record.get("finished")
                             else decode_finished_writing(base64.b64decode(record.get("message_b64", ""))))
                 run_start = RunStart(**record["run_start"]) if record.get("run_start") else None
-                outcome = self.ingest(finished, run_start)
+                outcome = self.ingest(finished, run_start, record.get("dataset_pid", ""))
             except StopRequested:
                 outcome = Outcome("failed", "replay stopped before this record")
             except Exception as e:  # a record a human must look at; keep it as it is
@@ -2295,6 +2490,8 @@ class Ingestor:
                 self.record(outcome, finished, run_start, None)
             else:
                 remaining += 1
+                # Failing again before reaching the dataset must not forget which dataset waits for its files.
+                outcome.pid = outcome.pid or record.get("dataset_pid", "")
                 delivery = Delivery(base64.b64decode(record.get("message_b64", "")), record.get("topic", ""),
                                     record.get("partition", -1), record.get("offset", -1))
                 self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
