@@ -485,6 +485,9 @@ SCHEMA_FINISHED_WRITING = "wrdn"
 # What the file writer also sends on its command and control topics.
 SCHEMAS_PASSED_OVER = ("answ", "x5f2", "6s4t")
 PREVIEW_BYTES = 32
+# Deeper JSON in a message is dropped with a warning. Real metadata nests a few levels, a
+# nexus_structure some 20; MongoDB, under SciCat, refuses documents nested over 100.
+MESSAGE_JSON_MAX_DEPTH = 64
 
 
 class UndecodableMessage(Exception):
@@ -541,25 +544,55 @@ def schema_of(payload: bytes) -> str:
         raise UndecodableMessage("no schema id at bytes 4..8") from None
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar: 0), counted without recursion
+    and only up to one level past ``limit``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= limit:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_message_json(text: str, what: str) -> tuple[Any, str]:
+    """JSON from a message, and why it could not be read, if so. Nested deeper than
+    MESSAGE_JSON_MAX_DEPTH it is refused: every later step (spool, audit, SciCat's MongoDB)
+    would recurse or refuse, and one message must never stop the daemon."""
+    too_deep = f"{what} is nested deeper than {MESSAGE_JSON_MAX_DEPTH} levels: {text[:80]!r}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"{what} is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
+    except RecursionError:  # the parser's own limit, about 1000 levels
+        return None, too_deep
+    if nesting_depth(value, MESSAGE_JSON_MAX_DEPTH) > MESSAGE_JSON_MAX_DEPTH:
+        return None, too_deep
+    return value, ""
+
+
 def parse_metadata_json(text: Optional[str]) -> tuple[dict[str, Any], str]:
     """The message's metadata JSON as a dict, and why it could not be read, if so."""
     if not text or not text.strip():
         return {}, ""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {}, f"metadata is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
+    value, error = load_message_json(text, "metadata")
+    if error:
+        return {}, error
     if not isinstance(value, dict):
         return {}, f"metadata is JSON but not an object: {text[:80]!r}"
     return value, ""
 
 
-def structure_values(nexus_structure: str) -> dict[str, str]:
-    """Top-level values of /entry in a run start's nexus_structure JSON."""
-    try:
-        tree = json.loads(nexus_structure) if nexus_structure else {}
-    except json.JSONDecodeError:
-        return {}
+def structure_values(nexus_structure: str) -> tuple[dict[str, str], str]:
+    """Top-level values of /entry in a run start's nexus_structure JSON, and why it could not be read, if so."""
+    if not nexus_structure:
+        return {}, ""
+    tree, error = load_message_json(nexus_structure, "nexus_structure")
+    if error:
+        return {}, error
     entries = [
         child for child in (tree.get("children") or []) if isinstance(child, dict)
     ] if isinstance(tree, dict) else []
@@ -576,7 +609,7 @@ def structure_values(nexus_structure: str) -> dict[str, str]:
         name, value = node.get("name"), node.get("values")
         if name in STRUCTURE_VALUE_NAMES and isinstance(value, (str, int, float)):
             found[name] = str(value)
-    return found
+    return found, ""
 
 
 def decode_run_start(payload: bytes) -> RunStart:
@@ -584,6 +617,7 @@ def decode_run_start(payload: bytes) -> RunStart:
 
     info = deserialise_pl72(payload)
     metadata, metadata_error = parse_metadata_json(info.metadata)
+    values, structure_error = structure_values(info.nexus_structure)
     return RunStart(
         job_id=info.job_id,
         filename=info.filename,
@@ -594,8 +628,8 @@ def decode_run_start(payload: bytes) -> RunStart:
         service_id=info.service_id,
         control_topic=info.control_topic or "",
         metadata=metadata,
-        metadata_error=metadata_error,
-        structure_values=structure_values(info.nexus_structure),
+        metadata_error="; ".join(filter(None, (metadata_error, structure_error))),
+        structure_values=values,
     )
 
 
@@ -1970,7 +2004,20 @@ class Ingestor:
 
         True for a finished file's message (a damaged one too, once spooled),
         False for the others: read again after a crash, they change nothing
-        outside this process."""
+        outside this process. A message that fails in a way nothing foresaw is
+        spooled as it came and committed: read again, it would fail again, at
+        every restart, and hold up every file after it."""
+        try:
+            return self.handle_message(delivery)
+        except LeftUncommitted:
+            raise
+        except Exception as e:
+            logger.exception("unexpected error handling the message at %s; spooled for --replay", delivery.where())
+            self.spool.add(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
+            self.stats.spooled += 1
+            return True
+
+    def handle_message(self, delivery: Delivery) -> bool:
         started = time.monotonic()
         try:
             message = decode_message(delivery.payload)
@@ -2228,7 +2275,11 @@ class Ingestor:
         for record in records:
             try:
                 finished = (FinishedWriting(**record["finished"]) if record.get("finished")
-                            else decode_finished_writing(base64.b64decode(record.get("message_b64", ""))))
+                            else decode_message(base64.b64decode(record.get("message_b64", ""))))
+                if not isinstance(finished, FinishedWriting):  # spooled by an unexpected error: no file to ingest
+                    logger.info("a spooled %s message names no file to ingest; dropped from the spool",
+                                type(finished).__name__)
+                    continue
                 run_start = RunStart(**record["run_start"]) if record.get("run_start") else None
                 outcome = self.ingest(finished, run_start)
             except StopRequested:
