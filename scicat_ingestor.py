@@ -11,6 +11,7 @@ origdatablock through SciCat's REST API.
 The file reads top to bottom like the data flows:
 
 1. configuration      the JSON file, checked strictly at start
+1b. the log           escaping, redaction, repeated warnings
 2. decoding           Kafka payloads -> RunStart / FinishedWriting
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 4. building           pure functions: dataset and origdatablock payloads
@@ -37,6 +38,7 @@ import math
 import os
 import pwd
 import random
+import re
 import signal
 import stat
 import sys
@@ -47,8 +49,9 @@ import typing
 import urllib.parse
 import uuid
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Optional, Union
 
 __version__ = "1.1.0"
@@ -204,7 +207,8 @@ class AuditConfig:
 class HealthConfig:
     # GET /health and GET /metrics on this port; 0 turns the endpoint off.
     port: int = 0
-    address: str = "0.0.0.0"
+    # Local only by default: the endpoint needs no login.
+    address: str = "127.0.0.1"
 
 
 @dataclass
@@ -470,7 +474,96 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v) for v in value]
     if value and any(word in key.lower() for word in SECRET_WORDS) and key != "password_env":
         return "***"
-    return value
+    return redact_urls(value) if isinstance(value, str) else value
+
+
+# =============================================================================
+# 1b. What goes into the log
+# =============================================================================
+#
+# Every handler gets a LogSafety filter: whatever a line holds, from a message or
+# an exception, it stays one line, and carries no password given in a URL.
+
+# ASCII control characters, DEL, and the Unicode line breaks a log viewer honours.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# The user-information part of a URL: https://user:password@host.
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+REPEAT_SUMMARY_INTERVAL_S = 30.0
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape: \\n, \\x1b, ..."""
+    return CONTROL_CHARACTERS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def redact_urls(text: str) -> str:
+    return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+class LogSafety(logging.Filter):
+    """Makes every record one line without credentials; a traceback's lines are indented,
+    so none of them can pass for a line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        safe = redact_urls(escape_control(text))
+        if safe != text:
+            record.msg, record.args = safe, None
+        if record.exc_info and not record.exc_text:
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = "\n".join("  | " + redact_urls(escape_control(line)) for line in trace.splitlines())
+        return True
+
+
+class RepeatLimiter:
+    """Of a run of the same warning, the first, then at most one per interval with how many
+    were held back: an unreachable broker must not fill the disk with the same two lines."""
+
+    CAPACITY = 100  # distinct warnings remembered
+
+    def __init__(self, interval_s: float = REPEAT_SUMMARY_INTERVAL_S):
+        self.interval_s = interval_s
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (last shown, held back since)
+        self._lock = threading.Lock()  # librdkafka's callbacks come from its own threads
+
+    def let_through(self, key: str) -> Optional[int]:
+        """None to hold this one back, else how many were held back since the last shown."""
+        now = time.monotonic()
+        with self._lock:
+            shown_at, held = self._seen.get(key, (-math.inf, 0))
+            if now - shown_at < self.interval_s:
+                self._seen[key] = (shown_at, held + 1)
+                return None
+            self._seen[key] = (now, 0)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.CAPACITY:
+                self._seen.popitem(last=False)
+            return held
+
+    def log(self, level: int, key: str, message: str, *args: Any) -> None:
+        held = self.let_through(key)
+        if held is not None:
+            logger.log(level, message + self.summary(held), *args)
+
+    def summary(self, held: int) -> str:
+        return f" (and {held} more like it in the last {self.interval_s:.0f} s)" if held else ""
+
+
+class RepeatFilter(logging.Filter):
+    """A RepeatLimiter for a logger whose lines we do not write (librdkafka's): lines the same
+    but for their numbers count as one."""
+
+    def __init__(self, limiter: RepeatLimiter):
+        super().__init__()
+        self.limiter = limiter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        held = self.limiter.let_through(f"{record.levelno} " + re.sub(r"\d+", "#", text))
+        if held is None:
+            return False
+        record.msg, record.args = text + self.limiter.summary(held), None
+        return True
 
 
 # =============================================================================
@@ -1346,6 +1439,9 @@ TOKEN_RENEW_MARGIN_S = 60.0
 # Upper bounds of the SciCat latency histogram's buckets, in seconds.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# An answer of SciCat's /health is reused this long: a monitor polling often, or many at
+# once, must not become a load on SciCat.
+HEALTH_PROBE_CACHE_S = 3.0
 
 
 @dataclass
@@ -1827,6 +1923,7 @@ class Ingestor:
         self.committed: dict[tuple[str, int], int] = {}
         self.next_commit = 0.0
         self.stats = Statistics()
+        self.repeats = RepeatLimiter()
         self.stop_requested = False
         self.consumer: Any = None
         self.next_kafka_check = 0.0
@@ -1861,7 +1958,7 @@ class Ingestor:
                         self.consumer.pause([tp])
                         paused.append(tp)
             except KafkaException as e:
-                logger.warning("Kafka while waiting: %s", e)
+                self.repeats.log(logging.WARNING, f"wait {e}", "Kafka while waiting: %s", e)
             finally:
                 # Those a rebalance took too: a partition keeps its pause through a
                 # revocation and would come back paused, never to be read again.
@@ -2069,13 +2166,18 @@ class Ingestor:
             "enable.auto.commit": False,
             "error_cb": self._on_kafka_error,
             # librdkafka's own log lines go where ours go, not to a bare stderr.
-            "logger": logging.getLogger("scicat_ingestor.kafka"),
+            "logger": self.kafka_logger(),
             **kafka.consumer,
         }
 
-    @staticmethod
-    def _on_kafka_error(error: Any) -> None:
-        logger.warning("Kafka: %s", error)
+    def _on_kafka_error(self, error: Any) -> None:
+        self.repeats.log(logging.WARNING, f"error {error.code()}", "Kafka: %s", error)
+
+    def kafka_logger(self) -> logging.Logger:
+        kafka_logger = logging.getLogger("scicat_ingestor.kafka")
+        if not any(isinstance(f, RepeatFilter) for f in kafka_logger.filters):
+            kafka_logger.addFilter(RepeatFilter(self.repeats))
+        return kafka_logger
 
     def commit_handled(self, partitions: Optional[set[tuple[str, int]]] = None) -> None:
         """Commit the offsets of handled messages (on these partitions) not committed yet, but never
@@ -2208,7 +2310,7 @@ class Ingestor:
                     continue
                 if msg.error():
                     if msg.error().code() != KafkaError._PARTITION_EOF:
-                        logger.warning("Kafka: %s", msg.error())
+                        self.repeats.log(logging.WARNING, f"error {msg.error().code()}", "Kafka: %s", msg.error())
                     continue
                 kind, sent_ms = msg.timestamp()
                 delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset(),
@@ -2346,13 +2448,37 @@ def loop_health(stats: Statistics, kafka: KafkaConfig) -> PartHealth:
     return PartHealth(True, f"polled {silent_s:.1f} s ago")
 
 
-def health_report(ingestor: "Ingestor") -> dict[str, Any]:
+class SciCatProbe:
+    """SciCat's health for GET /health: asked at most once at a time, the answer reused for
+    HEALTH_PROBE_CACHE_S. While one request asks, the others get the last answer."""
+
+    def __init__(self, config: SciCatConfig):
+        self.config = config
+        self._asking = threading.Lock()
+        self._answer: Optional[PartHealth] = None
+        self._answered_at = -math.inf
+
+    def health(self) -> PartHealth:
+        if time.monotonic() - self._answered_at < HEALTH_PROBE_CACHE_S and self._answer is not None:
+            return self._answer
+        # Blocking only when there is no answer at all yet.
+        if self._asking.acquire(blocking=self._answer is None):
+            try:
+                if time.monotonic() - self._answered_at >= HEALTH_PROBE_CACHE_S or self._answer is None:
+                    self._answer = PartHealth(*probe_scicat(self.config))
+                    self._answered_at = time.monotonic()
+            finally:
+                self._asking.release()
+        assert self._answer is not None
+        return self._answer
+
+
+def health_report(ingestor: "Ingestor", scicat: SciCatProbe) -> dict[str, Any]:
     """The state of each part; "ok" only when every part is."""
     config = ingestor.config
     parts = {
         "kafka": PartHealth(ingestor.stats.kafka_ok, ingestor.stats.kafka_state),
-        "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run
-        else PartHealth(*probe_scicat(config.scicat)),
+        "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run else scicat.health(),
         "spool": spool_health(ingestor.spool),
         "loop": loop_health(ingestor.stats, config.kafka),
     }
@@ -2404,15 +2530,23 @@ class MetricsCollector:
                                 value=len(self.ingestor.run_starts))
 
 
+# Requests answered at once; more wait in the listen queue. Bounded: 100 monitors
+# polling at once must not mean 100 threads.
+HEALTH_THREADS = 4
+HEALTH_LISTEN_QUEUE = 128
+HEALTH_CLIENT_TIMEOUT_S = 5.0
+
+
 class HealthRequestHandler(BaseHTTPRequestHandler):
     server: "HealthServer"
+    timeout = HEALTH_CLIENT_TIMEOUT_S  # a client that sends nothing frees its thread
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            report = health_report(self.server.ingestor)
+            report = health_report(self.server.ingestor, self.server.scicat)
             status = 200 if report["status"] == "ok" else 503
-            self.answer(status, "application/json", json.dumps(report).encode())
+            self.answer(status, "application/json", redact_urls(json.dumps(report)).encode())
         elif path == "/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -2431,18 +2565,31 @@ class HealthRequestHandler(BaseHTTPRequestHandler):
         logger.debug("health endpoint: " + format, *args)
 
 
-class HealthServer(ThreadingHTTPServer):
-    """GET /health and GET /metrics, served from a daemon thread."""
+class HealthServer(HTTPServer):
+    """GET /health and GET /metrics, served from a thread beside the loop by a few workers."""
 
-    daemon_threads = True
+    request_queue_size = HEALTH_LISTEN_QUEUE
 
     def __init__(self, ingestor: "Ingestor", config: HealthConfig):
         prometheus = require_package("prometheus_client", "health.port")
         self.ingestor = ingestor
+        self.scicat = SciCatProbe(ingestor.config.scicat)
+        self.workers = ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health")
         self.registry = prometheus.CollectorRegistry()
         self.registry.register(MetricsCollector(ingestor))
         prometheus.ProcessCollector(registry=self.registry)  # memory, CPU time, open files
         super().__init__((config.address, config.port), HealthRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.workers.submit(self._answer_one, request, client_address)
+
+    def _answer_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception as e:  # a client that went away, or sent garbage
+            logger.debug("health endpoint: request from %s failed: %s", client_address[0], e)
+        finally:
+            self.shutdown_request(request)
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, name="health", daemon=True).start()
@@ -2582,6 +2729,7 @@ def setup_logging(options: OptionsConfig) -> None:
     for handler in handlers:
         if handler.formatter is None:
             handler.setFormatter(formatter)
+        handler.addFilter(LogSafety())
         logger.addHandler(handler)
     logger.setLevel(options.logging_level.upper())
     logger.propagate = False

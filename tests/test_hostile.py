@@ -1,0 +1,178 @@
+"""Hostile input and a sick host, as years of operation bring them: the ingestor neither
+crash-loops, nor freezes, nor stops without a word."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from streaming_data_types.run_start_pl72 import serialise_pl72
+
+from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_dataset_each, wait_until
+from kafka_broker import TansuBroker, create_topic, free_port, produce
+
+import producer  # noqa: E402  (examples/producer, put on the path by ingestor_harness)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    return data
+
+
+@pytest.fixture
+def writer(kafka_bootstrap, kafka_topic, data_dir):
+    return FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+
+
+def deep_list(levels: int) -> str:
+    """JSON nested ``levels`` deep in the fewest bytes: 100,000 levels are 200 kB."""
+    return "[" * levels + "]" * levels
+
+
+def deep_object(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+def health(port: int, timeout: float = 10) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+    except OSError:  # not listening yet
+        return 0, {}
+
+
+def thread_count(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_metadata_nested_500_5000_and_100000_deep_is_dropped_and_every_file_still_ingested(
+        tmp_path, scicat, writer, kafka_bootstrap, kafka_topic):
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config) as ingestor:
+        # In the run start's and the wrdn's metadata both.
+        runs = [writer.run(metadata=deep_object(500)), writer.run(metadata=deep_list(5_000)),
+                writer.run(metadata=deep_list(100_000))]
+        # And in the run start's nexus_structure, with the wrdn's metadata fine.
+        job_id, path = str(uuid.uuid4()), writer.output_dir / "deep_structure.hdf"
+        producer.write_nexus_file(str(path), job_id=job_id, instrument="DREAM", proposal="123456", run_number=9)
+        produce(kafka_bootstrap, kafka_topic, [
+            serialise_pl72(job_id=job_id, filename=str(path), nexus_structure=deep_list(100_000), metadata="{}"),
+            producer.make_finished_writing(job_id=job_id, file_name=str(path), metadata='{"proposal_id": "123456"}'),
+        ])
+        runs.append({"job_id": job_id})
+        wait_until(lambda: one_dataset_each(scicat, runs), 90, "one dataset per run")
+        assert ingestor.running()
+        log = ingestor.log()
+    assert log.count("metadata is nested deeper than 64 levels") >= 6  # pl72 and wrdn of three runs
+    assert "nexus_structure is nested deeper than 64 levels" in log
+    assert ingestor.spooled() == []
+    assert [entry["outcome"] for entry in ingestor.audit()] == ["ingested"] * 4
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_log_line(tmp_path, scicat, writer, kafka_bootstrap,
+                                                          kafka_topic, data_dir):
+    forged = "2026-01-01 00:00:00,000 [INFO] SFI: ingested job FORGED: file /data/x.hdf"
+    name = f"{data_dir}/missing.hdf\n{forged}\x1b[2K"
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"files.wait_s": 0})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        produce(kafka_bootstrap, kafka_topic, [producer.make_finished_writing(job_id="job-nl", file_name=name)])
+        wait_until(lambda: ingestor.spooled(), 60, "the wrdn spooled")
+        ingestor.wait_for_log("FAILED to ingest job job-nl")
+        lines = ingestor.log().splitlines()
+    assert not any(line.startswith(forged) for line in lines)
+    assert any(f"missing.hdf\\n{forged}\\x1b[2K" in line for line in lines)
+    # The spool keeps the name as it came: it is data, not a log line.
+    assert ingestor.spooled()[0]["finished"]["file_name"] == name
+
+
+def test_100_parallel_health_requests_ask_scicat_once_on_a_few_threads(tmp_path, scicat, kafka_bootstrap,
+                                                                        kafka_topic):
+    port = free_port()
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"health.port": port})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        wait_until(lambda: health(port)[0] == 200, 60, "a healthy ingestor")
+        time.sleep(3.5)  # the answer cached by that first request runs out: the burst must ask anew
+        before = thread_count(ingestor.process.pid)
+        probes_before = sum(path.endswith("/health") for _, path, _ in scicat.requests_log)
+        most = [before]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                most.append(thread_count(ingestor.process.pid))
+                time.sleep(0.005)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        with ThreadPoolExecutor(100) as pool:
+            answers = list(pool.map(lambda _: health(port), range(100)))
+        done.set()
+        sampler.join()
+        probes = sum(path.endswith("/health") for _, path, _ in scicat.requests_log) - probes_before
+    assert [status for status, _ in answers] == [200] * 100
+    assert probes == 1
+    assert max(most) <= before + 4  # HEALTH_THREADS
+
+
+def test_a_password_in_the_scicat_url_is_never_shown(tmp_path, scicat, kafka_bootstrap, kafka_topic):
+    port = free_port()
+    host = scicat.url.replace("http://", "http://ingestor:hunter2@")
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, host, **{"health.port": port})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        wait_until(lambda: health(port)[0] == 200, 60, "a healthy ingestor")
+        scicat.stop()  # SciCat's address now shows in the health state
+        status, report = wait_until(lambda: (h := health(port))[0] == 503 and h, 30, "503 while SciCat is gone")
+        scicat.start()
+        ingestor.wait_for_log("configuration: ")
+        log = ingestor.log()
+    assert "***@127.0.0.1" in report["scicat"]["state"] and "hunter2" not in json.dumps(report)
+    assert "hunter2" not in log
+    assert "http://***@127.0.0.1" in log
+
+
+def test_kafka_down_for_30_seconds_gives_a_few_log_lines_and_the_ingestor_goes_on(tmp_path, scicat, data_dir):
+    broker = TansuBroker(log_path=str(tmp_path / "tansu.log")).start()
+    try:
+        create_topic(broker.bootstrap, "commands")
+        writer = FileWriter(broker.bootstrap, "commands", data_dir)
+        config = ingestor_config(tmp_path, broker.bootstrap, "commands", scicat.url)
+        with IngestorProcess(tmp_path, config) as ingestor:
+            first = writer.run()
+            wait_until(lambda: one_dataset_each(scicat, [first]), 60, "the first dataset")
+            broker.stop()
+            down_at = len(ingestor.log().splitlines())
+            time.sleep(30)  # the outage itself: what is measured is how much it logs meanwhile
+            during = ingestor.log().splitlines()[down_at:]
+            assert ingestor.running()
+            # The broker back on the same port (empty: Tansu keeps nothing), and a file again.
+            broker = TansuBroker(log_path=str(tmp_path / "tansu-again.log"))
+            broker.port, broker.bootstrap = writer.bootstrap.rsplit(":", 1)[1], writer.bootstrap
+            broker.start()
+            create_topic(broker.bootstrap, "commands")
+            after = writer.run()
+            wait_until(lambda: one_dataset_each(scicat, [after]), 90, "a dataset after the outage")
+    finally:
+        broker.stop()
+    kafka_lines = [line for line in during if "statistics: " not in line]
+    # Before: two lines every 50 ms, some 1,200 in 30 s.
+    assert len(kafka_lines) <= 30, "\n".join(kafka_lines)
+    assert any("more like it in the last 30 s" in line for line in during) or len(kafka_lines) <= 10
