@@ -1813,6 +1813,56 @@ class Spool:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+# A refused write is told at most this often, however often it is tried again.
+WRITE_FAILURE_LOG_INTERVAL_S = 60.0
+WRITE_RETRY_MAX_S = 60.0
+
+
+@dataclass
+class WriteFailure:
+    path: str
+    since: str
+    error: str
+
+    def state(self) -> str:
+        return f"cannot write {self.path} since {self.since}: {self.error}"
+
+
+class PatientWriter:
+    """Writes to the spool and the audit trail that wait out a disk that refuses them (full,
+    read-only, a folder gone), trying again with backoff. Meanwhile the message in hand stays
+    uncommitted, /health names what fails, and the log says so once a minute; the ingestor
+    never exits over it."""
+
+    def __init__(self, wait: typing.Callable[[float], None]):
+        self.wait = wait  # the loop's: keeps the consumer in its group, ends on a stop
+        # "spool" or "audit" -> why its last write failed, while it does (read by /health).
+        self.failing: dict[str, WriteFailure] = {}
+        self.repeats = RepeatLimiter(WRITE_FAILURE_LOG_INTERVAL_S)
+
+    def write(self, what: str, path: str, append: typing.Callable[[], None]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                append()
+            except OSError as e:
+                since = self.failing[what].since if what in self.failing else utc_now()
+                self.failing[what] = WriteFailure(path, since, str(e.strerror or e))
+                self.repeats.log(logging.ERROR, what, "cannot write the %s %s: %s; the message stays uncommitted "
+                                 "and is written once the disk takes it", what, path, e)
+                self.wait(delay)
+                delay = min(2 * delay, WRITE_RETRY_MAX_S)
+                continue
+            if self.failing.pop(what, None):
+                logger.warning("the %s %s is written again", what, path)
+            return
+
+    def state(self, what: str) -> str:
+        """Why writing the spool or audit trail fails; "" when it does not."""
+        failure = self.failing.get(what)
+        return failure.state() if failure else ""
+
+
 def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWriting],
                  run_start: Optional[RunStart], reason: str, attempts: int) -> dict[str, Any]:
     import base64
@@ -1912,6 +1962,7 @@ class Ingestor:
         )
         self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
         self.spool = Spool(config.spool.directory)
+        self.writer = PatientWriter(self.wait)
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
@@ -1925,6 +1976,7 @@ class Ingestor:
         self.stats = Statistics()
         self.repeats = RepeatLimiter()
         self.stop_requested = False
+        self.log_reopening_requested = False
         self.consumer: Any = None
         self.next_kafka_check = 0.0
         self.next_statistics = time.monotonic() + config.options.stats_interval_s
@@ -2085,14 +2137,18 @@ class Ingestor:
             log = logger.warning if outcome.status == "skipped" else logger.error
             log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
                 else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
-            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts))
-            self.stats.spooled += 1
+            self.add_to_spool(spool_record(delivery, finished, run_start, outcome.reason, attempts))
         if self.config.audit.file:
-            append_line_durably(self.config.audit.file, {
+            line = {
                 "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
                 "outcome": outcome.status, "pid": outcome.pid, "reason": outcome.reason,
                 "durations_s": {k: round(v, 6) for k, v in outcome.durations.items()},
-            })
+            }
+            self.writer.write("audit", self.config.audit.file, lambda: append_line_durably(self.config.audit.file, line))
+
+    def add_to_spool(self, record: dict[str, Any]) -> None:
+        self.writer.write("spool", self.spool.path, lambda: self.spool.add(record))
+        self.stats.spooled += 1
 
     # -- one Kafka message -----------------------------------------------------
 
@@ -2110,8 +2166,7 @@ class Ingestor:
             raise
         except Exception as e:
             logger.exception("unexpected error handling the message at %s; spooled for --replay", delivery.where())
-            self.spool.add(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
-            self.stats.spooled += 1
+            self.add_to_spool(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
             return True
 
     def handle_message(self, delivery: Delivery) -> bool:
@@ -2124,8 +2179,7 @@ class Ingestor:
                            delivery.where(), e, preview(delivery.payload))
             if delivery.payload[4:8] == SCHEMA_FINISHED_WRITING.encode():
                 # A damaged wrdn may be the only news of a file: keep it for a human.
-                self.spool.add(spool_record(delivery, None, None, str(e), 1))
-                self.stats.spooled += 1
+                self.add_to_spool(spool_record(delivery, None, None, str(e), 1))
                 return True
             return False
         decode_s = time.monotonic() - started
@@ -2240,6 +2294,10 @@ class Ingestor:
                        partition_names(partitions))
         self.let_go(partitions)
 
+    def request_log_reopening(self, _signum: int, _frame: Any = None) -> None:
+        # Done between two polls (tick), not inside the handler: a line may be half written.
+        self.log_reopening_requested = True
+
     def request_stop(self, signum: int, _frame: Any = None) -> None:
         logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
         self.stop_requested = True
@@ -2250,6 +2308,9 @@ class Ingestor:
     def tick(self) -> None:
         """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
         now = self.stats.last_poll = time.monotonic()
+        if self.log_reopening_requested:
+            self.log_reopening_requested = False
+            logger.info("SIGHUP received: log files reopened (%s)", ", ".join(reopen_log_files()) or "none")
         self.run_starts.forget_expired()
         if now >= self.next_kafka_check:
             self.check_kafka()
@@ -2388,7 +2449,7 @@ class Ingestor:
                 outcome = Outcome("failed", "replay stopped before this record")
             except Exception as e:  # a record a human must look at; keep it as it is
                 logger.error("cannot replay a record from %s: %s", path, e)
-                append_line_durably(path, record)
+                self.writer.write("spool", path, lambda: append_line_durably(path, record))
                 remaining += 1
                 continue
             if outcome.status in ("ingested", "duplicate"):
@@ -2427,13 +2488,17 @@ def folder_writable(folder: str) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def spool_health(spool: Spool) -> PartHealth:
+def spool_health(spool: Spool, failing: str) -> PartHealth:
     try:
         with open(spool.path, "rb") as f:
             records = f.read().count(b"\n")
+        waiting = f"records waiting for --replay: {records}" if records else "empty"
     except FileNotFoundError:
-        records = 0
-    waiting = f"records waiting for --replay: {records}" if records else "empty"
+        waiting = "empty"
+    except OSError as e:
+        waiting = f"cannot be read: {e.strerror}"
+    if failing:
+        return PartHealth(False, f"{failing}; {waiting}")
     if not folder_writable(os.path.dirname(spool.path)):
         return PartHealth(False, f"{os.path.dirname(spool.path)} is not writable; {waiting}")
     return PartHealth(True, waiting)
@@ -2479,7 +2544,9 @@ def health_report(ingestor: "Ingestor", scicat: SciCatProbe) -> dict[str, Any]:
     parts = {
         "kafka": PartHealth(ingestor.stats.kafka_ok, ingestor.stats.kafka_state),
         "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run else scicat.health(),
-        "spool": spool_health(ingestor.spool),
+        "spool": spool_health(ingestor.spool, ingestor.writer.state("spool")),
+        "audit": PartHealth(False, ingestor.writer.state("audit")) if ingestor.writer.state("audit")
+        else PartHealth(True, f"writing {config.audit.file}" if config.audit.file else "off"),
         "loop": loop_health(ingestor.stats, config.kafka),
     }
     return {
@@ -2735,6 +2802,32 @@ def setup_logging(options: OptionsConfig) -> None:
     logger.propagate = False
 
 
+# Exit statuses. examples/systemd/scicat-ingestor.service does not restart on the two that
+# restarting cannot fix (RestartPreventExitStatus): a wrong configuration, and a password
+# SciCat refused at start (retrying it could lock the account). Everything else is
+# restarted, an unexpected error too.
+EXIT_OK = 0
+EXIT_FAILED = 1  # --replay, --ingest-file, --check-config: not everything worked; or an unexpected error
+EXIT_CONFIG = 2  # argparse's status for a wrong command line too
+EXIT_LOGIN_REFUSED = 77  # sysexits' EX_NOPERM
+EXITS_NOT_RESTARTED = (EXIT_CONFIG, EXIT_LOGIN_REFUSED)
+
+
+def reopen_log_files() -> list[str]:
+    """SIGHUP: open the log files anew, for a logrotate that moved them without copytruncate."""
+    reopened = []
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            with handler.lock or contextlib.nullcontext():
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+                if isinstance(handler, logging.handlers.WatchedFileHandler):
+                    handler._statstream()
+            reopened.append(handler.baseFilename)
+    return reopened
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
     # Warnings about legacy keys come while reading the file, before logging is set up.
@@ -2745,7 +2838,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         setup_logging(config.options)
     except (ConfigError, ValueError, OSError) as e:
         print(f"scicat_ingestor: configuration error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
     if args.check_config:
@@ -2757,9 +2850,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (ConfigError, OSError) as e:
             logger.critical("cannot start the health endpoint on %s:%d: %s", config.health.address,
                             config.health.port, e)
-            return 2
+            return EXIT_CONFIG
     signal.signal(signal.SIGTERM, ingestor.request_stop)
     signal.signal(signal.SIGINT, ingestor.request_stop)
+    signal.signal(signal.SIGHUP, ingestor.request_log_reopening)
     try:
         if args.replay is not None:
             return ingestor.replay(args.replay)
@@ -2768,8 +2862,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         ingestor.run()
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
-        return 1
-    return 0
+        return EXIT_LOGIN_REFUSED
+    except Exception:  # a bug: said in the log, and systemd starts it again
+        logger.critical("stopping on an unexpected error (exit status %d: restarted under systemd)", EXIT_FAILED,
+                        exc_info=True)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

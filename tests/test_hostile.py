@@ -176,3 +176,77 @@ def test_kafka_down_for_30_seconds_gives_a_few_log_lines_and_the_ingestor_goes_o
     # Before: two lines every 50 ms, some 1,200 in 30 s.
     assert len(kafka_lines) <= 30, "\n".join(kafka_lines)
     assert any("more like it in the last 30 s" in line for line in during) or len(kafka_lines) <= 10
+
+
+@pytest.mark.parametrize("part", ["spool", "audit"])
+def test_an_unwritable_spool_or_audit_is_waited_out_with_503_and_nothing_is_lost(tmp_path, scicat, writer,
+                                                                              kafka_bootstrap, kafka_topic, part):
+    port = free_port()
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+                             **{"health.port": port, "files.wait_s": 0})
+    # As the disk refuses it (full, read-only): a file where the spool folder, or the audit file, should be.
+    # A plain chmod would not do: the tests may run as root.
+    blocked = Path(config["spool"]["directory"]) if part == "spool" else Path(config["audit"]["file"])
+    blocked.write_text("") if part == "spool" else blocked.mkdir()
+    with IngestorProcess(tmp_path, config) as ingestor:
+        ingestor.wait_for_log("partitions assigned")
+        missing = writer.run(write_file=False)  # fails: goes to the spool, then the audit trail
+        status, report = wait_until(lambda: (h := health(port))[0] == 503 and "cannot write" in h[1][part]["state"]
+                                    and h, 60, f"503 naming the {part}")
+        assert not report[part]["ok"] and report["loop"]["ok"], report
+        ingestor.wait_for_log(f"cannot write the {part}")
+        later = writer.run()  # waits behind the message in hand
+        time.sleep(3)  # long enough for some tries with backoff; the process must live through them
+        assert ingestor.running()
+        assert ingestor.log().count(f"cannot write the {part}") == 1  # once a minute, not once a try
+
+        blocked.unlink() if part == "spool" else blocked.rmdir()  # the disk takes writes again
+        wait_until(lambda: health(port)[0] == 200, 60, "200 once it is written again")
+        wait_until(lambda: one_dataset_each(scicat, [later]), 60, "the file behind it ingested")
+        assert [r["finished"]["job_id"] for r in ingestor.spooled()] == [missing["job_id"]]
+        wait_until(lambda: len(ingestor.audit()) == 2, 30, "both files audited")
+        ingestor.wait_for_log(f"the {part} ")
+        ingestor.wait_for_log("is written again")
+    assert ingestor.stop() == 0
+    assert [a["job_id"] for a in ingestor.audit()] == [missing["job_id"], later["job_id"]]
+
+
+def test_sighup_reopens_the_log_file_and_the_ingestor_goes_on(tmp_path, scicat, writer, kafka_bootstrap,
+                                                              kafka_topic):
+    log_file = tmp_path / "ingestor-file.log"
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config, "--file-log", str(log_file)) as ingestor:
+        before = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [before]), 60, "the first dataset")
+        rotated = tmp_path / "ingestor-file.log.1"
+        log_file.rename(rotated)  # as logrotate does, without copytruncate
+        ingestor.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: log_file.exists() and "SIGHUP received: log files reopened" in log_file.read_text(),
+                   30, "the log file opened anew")
+        after = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [after]), 60, "a dataset after SIGHUP")
+        wait_until(lambda: f"ingested job {after['job_id']}" in log_file.read_text(), 30, "its line in the new file")
+        assert ingestor.running()
+    assert ingestor.stop() == 0
+    assert f"ingested job {before['job_id']}" in rotated.read_text()
+    assert after["job_id"] not in rotated.read_text()
+
+
+def test_the_systemd_unit_restarts_every_exit_status_but_a_wrong_configuration_and_a_refused_login():
+    import scicat_ingestor as si
+
+    unit = (Path(si.__file__).parent / "examples" / "systemd" / "scicat-ingestor.service").read_text()
+    [line] = [line for line in unit.splitlines() if line.startswith("RestartPreventExitStatus=")]
+    assert sorted(int(code) for code in line.split("=", 1)[1].split()) == sorted(si.EXITS_NOT_RESTARTED)
+    assert "Restart=always" in unit.splitlines()
+    assert si.EXIT_FAILED not in si.EXITS_NOT_RESTARTED and si.EXIT_OK not in si.EXITS_NOT_RESTARTED
+
+
+def test_a_password_scicat_refuses_at_start_exits_with_the_status_systemd_does_not_restart(
+        tmp_path, scicat, kafka_bootstrap, kafka_topic):
+    import scicat_ingestor as si
+
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"scicat.password": "wrong"})
+    ingestor = IngestorProcess(tmp_path, config).start()
+    assert ingestor.process.wait(60) == si.EXIT_LOGIN_REFUSED
+    assert "cannot start: login as ingestor failed" in ingestor.log()
