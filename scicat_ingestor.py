@@ -14,6 +14,7 @@ The file reads top to bottom like the data flows:
 1b. the log           escaping, redaction, repeated warnings
 2. decoding           Kafka payloads -> RunStart / FinishedWriting
 3. metadata           the NeXus file -> NexusMetadata, DataFile
+3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
 4. building           pure functions: dataset and origdatablock payloads
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
@@ -163,6 +164,9 @@ class FilesConfig:
     # How long to wait for a file that is not there or not readable yet: the
     # wrdn can arrive before the file shows on this host's mount.
     wait_s: float = 30.0
+    # How long reading one file's metadata and checksum may take before it counts as hung
+    # (a dead network mount): the file is spooled and its reader process abandoned.
+    read_timeout_s: float = 600.0
 
 
 @dataclass
@@ -399,6 +403,8 @@ def _check_values(config: Config) -> None:
         raise ConfigError("scicat.lookup_cache_s: must be >= 0")
     if config.files.checksum not in CHECKSUM_ALGORITHMS:
         raise ConfigError(f"files.checksum: expected one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    if config.files.read_timeout_s <= 0:
+        raise ConfigError("files.read_timeout_s: must be > 0")
     for root in config.files.allowed_roots:
         if not os.path.isabs(root):
             raise ConfigError(f"files.allowed_roots: {root!r} is not an absolute path")
@@ -1162,6 +1168,204 @@ def describe_file(path: str, checksum_algorithm: str) -> DataFile:
         checksum=checksum,
         checksum_algorithm=checksum_algorithm if checksum else "",
     )
+
+
+# =============================================================================
+# 3b. The file reader: out of the loop's way
+# =============================================================================
+#
+# A file on a hung network mount (or a FIFO named like a NeXus file) blocks open(2)
+# for good, and h5py holds the interpreter while it does: read in the loop, that would
+# freeze the loop and /health alike. So a file is first stat-ed in a thread (stat lets
+# go of the interpreter), opened only if it is a regular file, and read in a child
+# process the loop waits for with a deadline, polling Kafka meanwhile. A child that
+# misses it is killed and left behind (a process stuck in the kernel dies only once
+# its system call returns); the next file gets a new one.
+
+# Most files are read within this: until then the loop waits without polling Kafka.
+READ_FIRST_WAIT_S = 1.0
+READ_WAIT_SLICE_S = 0.25
+
+
+class FileStalled(FileRefused):
+    """Reading the file did not finish within files.read_timeout_s."""
+
+
+@dataclass
+class FileReading:
+    """What reading one finished file gave."""
+
+    nexus: NexusMetadata
+    data_file: DataFile
+    settings: DatasetDefaults  # its instrument's dataset settings
+    metadata_s: float
+    checksum_s: float
+
+
+def read_finished_file(config: Config, path: str, finished: FinishedWriting,
+                       run_start: Optional[RunStart]) -> FileReading:
+    """The file's metadata (opened once: on a network mount each open costs round trips),
+    its instrument's settings, its description and checksum."""
+    started = time.monotonic()
+    with open_nexus(path) as f:
+        nexus = read_nexus_metadata(path, f)
+        # Which values to extract is the instrument's choice, and the file may be what names it.
+        settings = dataset_settings(config, instrument_name(run_start, finished, nexus, config.dataset))
+        nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length, f)
+    metadata_s = time.monotonic() - started
+    started = time.monotonic()
+    data_file = describe_file(path, config.files.checksum)
+    return FileReading(nexus, data_file, settings, metadata_s, time.monotonic() - started)
+
+
+def file_reader_main(connection: Any, config: Config) -> None:
+    """The child process: reads the files it is sent until the loop closes the pipe."""
+    # The loop decides when to stop; a signal to the whole process group must not cut a read short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] file reader: %(message)s"))
+    handler.addFilter(LogSafety())
+    logger.addHandler(handler)
+    logger.propagate = False
+    while True:
+        try:
+            path, finished, run_start = connection.recv()
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, read_finished_file(config, path, finished, run_start))
+        except FileRefused as e:
+            answer = (False, e)
+        except Exception as e:  # told to the loop as an unexpected error, whatever it is
+            answer = (False, RuntimeError(f"{type(e).__name__}: {e}"))
+        connection.send(answer)
+
+
+@dataclass
+class StalledRead:
+    path: str
+    since: str  # UTC
+    process: Any
+
+
+class FileReader:
+    """Reads finished files in a child process, with files.read_timeout_s as the deadline."""
+
+    def __init__(self, config: Config, wait: typing.Callable[[float], None]):
+        self.config = config
+        self.wait = wait  # the loop's: polls Kafka meanwhile, ends on a stop or a rebalance
+        self.process: Any = None
+        self.connection: Any = None
+        # Read by /health: the file being read and since when; readers abandoned still stuck.
+        self.reading: Optional[tuple[str, float]] = None
+        self.stalled: list[StalledRead] = []
+
+    def read(self, path: str, finished: FinishedWriting, run_start: Optional[RunStart]) -> FileReading:
+        timeout_s = self.config.files.read_timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.reading = (path, time.monotonic())
+        try:
+            self.check_regular(path, deadline)
+            self.start()
+            self.connection.send((path, finished, run_start))
+            try:
+                answered = self.connection.poll(min(READ_FIRST_WAIT_S, timeout_s))
+                while not answered and time.monotonic() < deadline:
+                    self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
+                    answered = self.connection.poll(0)
+                if not answered:
+                    raise FileStalled(f"{path}: reading it did not finish within files.read_timeout_s "
+                                      f"({timeout_s:g} s): a hung mount?")
+                ok, value = self.connection.recv()
+            except BaseException:  # a stall, a stop, a rebalance: its answer would come to the next file
+                self.abandon(path)
+                raise
+        except (EOFError, OSError) as e:  # the child died (killed, out of memory)
+            self.abandon(path)
+            raise FileNotReady(f"{path}: the file reader process ended while reading it ({e or type(e).__name__})") \
+                from None
+        finally:
+            self.reading = None
+        if not ok:
+            raise value
+        return value
+
+    def check_regular(self, path: str, deadline: float) -> None:
+        """stat in a thread, so that a hung mount hangs the thread, not the loop; never opens the file."""
+        found: dict[str, Any] = {}
+
+        def look() -> None:
+            try:
+                found["stat"] = os.stat(path)
+            except OSError as e:
+                found["error"] = e
+
+        looking = threading.Thread(target=look, name="stat", daemon=True)
+        looking.start()
+        looking.join(min(READ_FIRST_WAIT_S, max(deadline - time.monotonic(), 0)))
+        while looking.is_alive() and time.monotonic() < deadline:
+            self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
+        if looking.is_alive():
+            self.stalled.append(StalledRead(path, utc_now(), looking))
+            raise FileStalled(f"{path}: stat did not answer within files.read_timeout_s "
+                              f"({self.config.files.read_timeout_s:g} s): a hung mount?")
+        error = found.get("error")
+        if isinstance(error, FileNotFoundError):
+            raise FileNotReady(f"{path}: no such file")
+        if error is not None:
+            raise FileNotReady(f"{path}: cannot be read: {error.strerror}")
+        if not stat.S_ISREG(found["stat"].st_mode):
+            raise FileRefused(f"{path}: not a regular file ({stat.filemode(found['stat'].st_mode)}); never opened")
+
+    def start(self) -> None:
+        import multiprocessing
+
+        if self.process is not None:
+            return
+        # spawn: a fresh interpreter, nothing of librdkafka's threads in it.
+        context = multiprocessing.get_context("spawn")
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=file_reader_main, args=(theirs, self.config), name="file reader",
+                                       daemon=True)
+        self.process.start()
+        theirs.close()
+
+    def abandon(self, path: str) -> None:
+        """Kill the child, and leave it: one stuck in the kernel dies when its system call returns."""
+        import multiprocessing
+
+        if self.process is None:
+            return
+        self.process.kill()
+        # multiprocessing joins its children at exit: a stuck one would hold the stop up for good.
+        getattr(multiprocessing.process, "_children", set()).discard(self.process)
+        self.connection.close()
+        self.stalled.append(StalledRead(path, utc_now(), self.process))
+        logger.warning("file reader process %d abandoned while reading %s", self.process.pid, path)
+        self.process = self.connection = None
+
+    def forget_ended(self) -> None:
+        """Drop the abandoned readers that have ended; called by the loop between polls."""
+        self.stalled = [s for s in self.stalled if s.process.is_alive()]
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.connection.close()  # the child reads EOF and ends
+            self.process.join(5)
+            self.process = self.connection = None
+
+    def health(self) -> "PartHealth":
+        reading, stalled = self.reading, list(self.stalled)
+        timeout_s = self.config.files.read_timeout_s
+        if stalled:
+            names = ", ".join(f"{s.path} (since {s.since})" for s in stalled)
+            return PartHealth(False, f"stalled: {names}; its reader is stuck, killed but not ended (a hung mount?)")
+        if reading is not None:
+            seconds = time.monotonic() - reading[1]
+            return PartHealth(seconds <= timeout_s, f"reading {reading[0]} for {seconds:.1f} s "
+                                                    f"(files.read_timeout_s {timeout_s:g} s)")
+        return PartHealth(True, "no file being read")
 
 
 # =============================================================================
@@ -1963,6 +2167,7 @@ class Ingestor:
         self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
         self.spool = Spool(config.spool.directory)
         self.writer = PatientWriter(self.wait)
+        self.reader = FileReader(config, self.wait)
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
@@ -2032,19 +2237,9 @@ class Ingestor:
         delay = 0.5
         while True:
             try:
-                started = time.monotonic()
-                with open_nexus(path) as f:  # once: on a network mount each open costs round trips
-                    nexus = read_nexus_metadata(path, f)
-                    # Which values to extract is the instrument's choice, and the file may be what names it.
-                    settings = dataset_settings(self.config,
-                                                instrument_name(run_start, finished, nexus, self.config.dataset))
-                    nexus.science = read_scientific_metadata(path, settings.scientific_metadata,
-                                                             settings.max_text_length, f)
-                durations["metadata_s"] = time.monotonic() - started
-                started = time.monotonic()
-                data_file = describe_file(path, files.checksum)
-                durations["checksum_s"] = time.monotonic() - started
-                return nexus, data_file, settings
+                reading = self.reader.read(path, finished, run_start)
+                durations["metadata_s"], durations["checksum_s"] = reading.metadata_s, reading.checksum_s
+                return reading.nexus, reading.data_file, reading.settings
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
                     raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
@@ -2308,6 +2503,7 @@ class Ingestor:
     def tick(self) -> None:
         """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
         now = self.stats.last_poll = time.monotonic()
+        self.reader.forget_ended()
         if self.log_reopening_requested:
             self.log_reopening_requested = False
             logger.info("SIGHUP received: log files reopened (%s)", ", ".join(reopen_log_files()) or "none")
@@ -2396,6 +2592,7 @@ class Ingestor:
             self.log_statistics()
             self.commit_handled()
             self.consumer.close()
+            self.reader.close()
             logger.info("consumer closed; stopped")
 
     def ingest_files(self, paths: list[str]) -> int:
@@ -2419,6 +2616,7 @@ class Ingestor:
             logger.info("stopped: the files not yet ingested are ingested by running the same command again")
             return 1
         finally:
+            self.reader.close()
             self.log_statistics()
         return 1 if failed else 0
 
@@ -2459,6 +2657,7 @@ class Ingestor:
                 delivery = Delivery(base64.b64decode(record.get("message_b64", "")), record.get("topic", ""),
                                     record.get("partition", -1), record.get("offset", -1))
                 self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
+        self.reader.close()
         logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
                     self.spool.path)
         return 1 if remaining else 0
@@ -2548,6 +2747,7 @@ def health_report(ingestor: "Ingestor", scicat: SciCatProbe) -> dict[str, Any]:
         "audit": PartHealth(False, ingestor.writer.state("audit")) if ingestor.writer.state("audit")
         else PartHealth(True, f"writing {config.audit.file}" if config.audit.file else "off"),
         "loop": loop_health(ingestor.stats, config.kafka),
+        "files": ingestor.reader.health(),
     }
     return {
         "status": "ok" if all(part.ok for part in parts.values()) else "unhealthy",
