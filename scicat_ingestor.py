@@ -97,7 +97,10 @@ class SciCatConfig:
     username: str = ""
     password: str = ""
     password_env: str = ""  # name of an environment variable holding the password
+    password_file: str = ""  # a file holding the password (relative to the config file)
     token: str = ""  # a static long-lived token, instead of username/password
+    token_env: str = ""
+    token_file: str = ""
     timeout_s: float = 30.0
     verify_tls: bool = True
     # How long an answer about a proposal, instrument or sample is reused.
@@ -389,14 +392,11 @@ def _check_values(config: Config) -> None:
     if not scicat.host.startswith(("http://", "https://")):
         raise ConfigError(f"scicat.host: expected an http(s) URL, got {scicat.host!r}")
     scicat.host = scicat.host.rstrip("/")
-    if scicat.password_env:
-        if scicat.password:
-            raise ConfigError("scicat.password_env: give either scicat.password or password_env")
-        scicat.password = os.environ.get(scicat.password_env, "")
-        if not scicat.password and not config.options.dry_run:
-            raise ConfigError(f"scicat.password_env: environment variable {scicat.password_env} is not set")
+    scicat.password = _secret(scicat, "password", config.options.dry_run)
+    scicat.token = _secret(scicat, "token", config.options.dry_run)
     if not config.options.dry_run and not scicat.token and not (scicat.username and scicat.password):
-        raise ConfigError("scicat: give scicat.username and scicat.password (or password_env), or scicat.token")
+        raise ConfigError("scicat: give scicat.username and scicat.password (or password_env, password_file), "
+                          "or scicat.token (or token_env, token_file)")
     if scicat.timeout_s <= 0 or scicat.max_retries < 0:
         raise ConfigError("scicat.timeout_s must be > 0 and scicat.max_retries >= 0")
     if scicat.lookup_cache_s < 0:
@@ -420,6 +420,63 @@ def _check_values(config: Config) -> None:
         raise ConfigError("health.port: expected 0 (off) or a TCP port up to 65535")
     if "@" not in config.dataset.contact_email:
         raise ConfigError("dataset.contact_email: expected an email address")
+
+
+def _secret(scicat: SciCatConfig, name: str, dry_run: bool) -> str:
+    """scicat.<name>, given in the file, by an environment variable (<name>_env) or in a file of
+    its own (<name>_file): at most one of the three."""
+    variable, path = getattr(scicat, f"{name}_env"), getattr(scicat, f"{name}_file")
+    given = [key for key, value in ((name, getattr(scicat, name)), (f"{name}_env", variable), (f"{name}_file", path))
+             if value]
+    if len(given) > 1:
+        raise ConfigError(f"scicat.{given[1]}: give only one of scicat.{name}, {name}_env, {name}_file")
+    if variable:
+        value = os.environ.get(variable, "")
+        if not value and not dry_run:
+            raise ConfigError(f"scicat.{name}_env: environment variable {variable} is not set")
+        return value
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().strip()  # a trailing newline is not part of it
+        except OSError as e:
+            raise ConfigError(f"scicat.{name}_file: cannot read {path}: {e.strerror}") from None
+        if not value:
+            raise ConfigError(f"scicat.{name}_file: {path} is empty")
+        _warn_if_others_read(path, f"scicat.{name}_file")
+        return value
+    return getattr(scicat, name)
+
+
+# Keys whose values name where a secret is, not the secret.
+SECRET_POINTERS = ("password_env", "password_file", "token_env", "token_file", "consumer_env")
+
+
+def secrets_in(raw: Any, where: str = "") -> list[str]:
+    """The keys of a decoded configuration that hold a secret itself."""
+    if not isinstance(raw, dict):
+        return []
+    found = []
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key.startswith("#") or key in SECRET_POINTERS:
+            continue
+        if isinstance(value, dict):
+            found += secrets_in(value, path)
+        elif value and isinstance(value, str) and (any(word in key.lower() for word in SECRET_WORDS)
+                                                    or URL_CREDENTIALS.search(value)):
+            found.append(path)
+    return found
+
+
+def _warn_if_others_read(path: str, what: str) -> None:
+    try:
+        readable_by_others = os.stat(path).st_mode & stat.S_IROTH
+    except OSError:
+        return
+    if readable_by_others:
+        logger.warning("%s: %s holds a secret and every user of this host may read it (chmod o-r %s)",
+                       what, path, path)
 
 
 def _check_dataset_settings(config: Config) -> None:
@@ -450,10 +507,17 @@ def load_config(path: str, dry_run: bool = False) -> Config:
     if dry_run and isinstance(raw, dict):
         # Decided before the checks: a dry run needs no SciCat credentials.
         raw.setdefault("options", {})["dry_run"] = True
-    config = parse_config(raw)
     # Relative paths in the file are relative to the file, not to where the
     # service happens to be started.
     here = os.path.dirname(os.path.abspath(path))
+    scicat = raw.get("scicat") if isinstance(raw, dict) else None
+    for key in ("password_file", "token_file"):
+        if isinstance(scicat, dict) and isinstance(scicat.get(key), str) and scicat[key]:
+            scicat[key] = os.path.join(here, scicat[key])
+    config = parse_config(raw)
+    held = secrets_in(raw)
+    if held:
+        _warn_if_others_read(path, ", ".join(held))
     config.spool.directory = os.path.join(here, config.spool.directory)
     if config.audit.file:
         config.audit.file = os.path.join(here, config.audit.file)

@@ -250,3 +250,68 @@ def test_a_password_scicat_refuses_at_start_exits_with_the_status_systemd_does_n
     ingestor = IngestorProcess(tmp_path, config).start()
     assert ingestor.process.wait(60) == si.EXIT_LOGIN_REFUSED
     assert "cannot start: login as ingestor failed" in ingestor.log()
+
+
+def test_a_fifo_announced_by_a_wrdn_is_refused_unopened_and_the_good_files_after_it_are_ingested(
+        tmp_path, scicat, writer, kafka_bootstrap, kafka_topic, data_dir):
+    port = free_port()
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"health.port": port})
+    fifo = data_dir / "dream_123456_00000099.hdf"
+    os.mkfifo(fifo)  # open(2) on it blocks for good, as on a hung NFS mount
+    with IngestorProcess(tmp_path, config) as ingestor:
+        wait_until(lambda: health(port)[0] == 200, 60, "a healthy ingestor")
+        produce(kafka_bootstrap, kafka_topic, [producer.make_finished_writing(job_id="job-fifo", file_name=str(fifo))])
+        good = [writer.run() for _ in range(3)]
+        slowest = 0.0
+        while not one_dataset_each(scicat, good):
+            started = time.monotonic()
+            status, report = health(port, timeout=1)
+            slowest = max(slowest, time.monotonic() - started)
+            assert status in (200, 503) and report["loop"]["ok"], report
+            assert ingestor.running()
+            time.sleep(0.1)
+            assert time.monotonic() - started < 90, "the good files were not ingested"
+        [spooled] = ingestor.spooled()
+    assert spooled["finished"]["job_id"] == "job-fifo" and "not a regular file" in spooled["reason"]
+    assert slowest < 1.0
+
+
+def test_a_read_past_files_read_timeout_s_is_abandoned_spooled_and_named_by_health_meanwhile(
+        tmp_path, scicat, writer, kafka_bootstrap, kafka_topic, data_dir):
+    port = free_port()
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+                             **{"health.port": port, "files.checksum": "sha256", "files.read_timeout_s": 3})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        wait_until(lambda: health(port)[0] == 200, 60, "a healthy ingestor")
+        # A real file that takes far longer than 3 s to checksum, as a slow mount would make it:
+        # 64 GB, sparse on disk, hashed at a few GB/s at best.
+        slow = writer.run(send_finish=False)
+        os.truncate(slow["path"], 64 * 1024 ** 3)
+        writer.finish(slow)
+        status, report = wait_until(lambda: (h := health(port, timeout=1))[1].get("files", {}).get("state", "")
+                                    .startswith("reading") and h, 60, "/health naming the file being read")
+        assert slow["path"] in report["files"]["state"] and report["loop"]["ok"]
+        after = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [after]), 90, "the file after it ingested")
+        [spooled] = ingestor.spooled()
+        assert spooled["finished"]["job_id"] == slow["job_id"]
+        assert "did not finish within files.read_timeout_s (3 s)" in spooled["reason"]
+        ingestor.wait_for_log("file reader process")
+    assert ingestor.stop() == 0
+
+
+def test_the_scicat_password_may_come_from_a_file_and_a_world_readable_one_is_warned_about(
+        tmp_path, scicat, writer, kafka_bootstrap, kafka_topic):
+    secret = tmp_path / "scicat-password"
+    secret.write_text("secret\n")  # as `echo secret > file` leaves it
+    secret.chmod(0o644)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    config["scicat"] = {**config["scicat"], "password": "", "password_file": secret.name}  # relative to the config
+    with IngestorProcess(tmp_path, config) as ingestor:
+        run = writer.run()
+        wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the dataset, created after a login")
+        log = ingestor.log()
+    assert scicat.logins >= 1
+    assert f"scicat.password_file: {secret} holds a secret and every user of this host may read it" in log
+    [dump] = [line for line in log.splitlines() if "configuration: {" in line]
+    assert '"password": "***"' in dump and '"secret"' not in dump
