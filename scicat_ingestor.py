@@ -732,6 +732,8 @@ def load_message_json(text: str, what: str) -> tuple[Any, str]:
         return None, f"{what} is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
     except RecursionError:  # the parser's own limit, about 1000 levels
         return None, too_deep
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return None, f"{what} cannot be read: {e}: {text[:80]!r}"
     if nesting_depth(value, MESSAGE_JSON_MAX_DEPTH) > MESSAGE_JSON_MAX_DEPTH:
         return None, too_deep
     return value, ""

@@ -172,3 +172,8 @@ def test_a_nexus_structure_nested_too_deep_is_dropped_but_the_metadata_is_kept(l
 
 def test_metadata_as_deep_as_allowed_is_kept():
     assert si.decode_message(wrdn(metadata=deep(si.MESSAGE_JSON_MAX_DEPTH))).metadata_error == ""
+
+
+def test_metadata_with_an_integer_too_long_to_read_is_dropped_and_the_wrdn_still_decodes():
+    message = si.decode_message(wrdn(metadata='{"n": ' + "7" * 5000 + "}"))
+    assert message.job_id == "job-1" and message.metadata == {} and "metadata cannot be read" in message.metadata_error

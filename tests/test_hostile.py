@@ -315,3 +315,42 @@ def test_the_scicat_password_may_come_from_a_file_and_a_world_readable_one_is_wa
     assert f"scicat.password_file: {secret} holds a secret and every user of this host may read it" in log
     [dump] = [line for line in log.splitlines() if "configuration: {" in line]
     assert '"password": "***"' in dump and '"secret"' not in dump
+
+
+def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_dir):
+    import scicat_ingestor as si
+    from streaming_data_types.finished_writing_wrdn import serialise_wrdn
+
+    config = si.parse_config({
+        "kafka": {"bootstrap_servers": "unused:9092"},
+        "scicat": {"host": "http://unused/api/v3"},
+        "dataset": {"contact_email": "dm@example.org", "creation_location": "/ESS/X", "ownable": {"ownerGroup": "g"}},
+        "files": {"wait_s": 0},
+        "spool": {"directory": str(tmp_path / "spool")},
+        "audit": {"file": ""},
+        "options": {"dry_run": True},
+    })
+    ingestor = si.Ingestor(config)
+    late, deep = data_dir / "late.hdf", data_dir / "deep.hdf"
+
+    def wrdn(path: Path, metadata: str = "{}") -> bytes:
+        return serialise_wrdn(service_id="fw", job_id=path.stem, error_encountered=False, file_name=str(path),
+                              metadata=metadata)
+
+    ingestor.handle(si.Delivery(wrdn(late), "t", 0, 1))  # a file not there yet: failed, with the wrdn decoded
+    ingestor.handle(si.Delivery(wrdn(deep, deep_list(5_000)), "t", 0, 2))  # the same, its metadata dropped
+    ingestor.handle(si.Delivery(b"\x00\x00\x00\x00wrdn" + b"\xff" * 20, "t", 0, 3))  # damaged: kept as bytes
+    run_start = serialise_pl72(job_id="j", filename="/x.hdf")
+    # What the ingestor spools for a message that failed unforeseen: the message as it came.
+    ingestor.add_to_spool(si.spool_record(si.Delivery(run_start, "t", 0, 4), None, None, "unexpected error: X", 1))
+    assert len(Path(ingestor.spool.path).read_text().splitlines()) == 4
+
+    assert si.Ingestor(config).replay("") == si.EXIT_FAILED
+    kept = [json.loads(line) for line in Path(ingestor.spool.path).read_text().splitlines()]
+    assert sorted(r["offset"] for r in kept) == [1, 2, 3]  # the run start names no file: dropped
+
+    for path in (late, deep):  # the files show up; replayed, they are ingested
+        producer.write_nexus_file(str(path), job_id=path.stem, instrument="DREAM", proposal="123456", run_number=1)
+    assert si.Ingestor(config).replay("") == si.EXIT_FAILED
+    [left] = [json.loads(line) for line in Path(ingestor.spool.path).read_text().splitlines()]
+    assert left["offset"] == 3 and "damaged wrdn" in left["reason"]
