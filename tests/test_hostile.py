@@ -123,13 +123,16 @@ def test_100_parallel_health_requests_ask_scicat_once_on_a_few_threads(tmp_path,
 
         sampler = threading.Thread(target=sample)
         sampler.start()
+        started = time.monotonic()
         with ThreadPoolExecutor(100) as pool:
             answers = list(pool.map(lambda _: health(port), range(100)))
+        burst_s = time.monotonic() - started
         done.set()
         sampler.join()
         probes = sum(path.endswith("/health") for _, path, _ in scicat.requests_log) - probes_before
     assert [status for status, _ in answers] == [200] * 100
-    assert probes == 1
+    # One ask of SciCat, and one more for each 3 s the burst lasted on a loaded machine.
+    assert probes <= 1 + int(burst_s / 3)
     assert max(most) <= before + 4  # HEALTH_THREADS
 
 
