@@ -1783,6 +1783,7 @@ class SciCatClient:
         # the consumer in its group while SciCat is down.
         self.wait = wait
         self.retries = 0
+        self.repeats = RepeatLimiter()  # SciCat down: one line per 30 s, not one per retry
         self.latency = LatencyHistogram()
         self.session = requests.Session()
         self.session.verify = config.verify_tls
@@ -1840,8 +1841,8 @@ class SciCatClient:
             delay = min(self.config.retry_backoff_s * 2 ** attempt, RETRY_DELAY_MAX_S) * random.uniform(0.5, 1.5)
             attempt += 1
             self.retries += 1
-            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,
-                           self.config.max_retries, delay)
+            self.repeats.log(logging.WARNING, problem, "SciCat %s %s: %s; retry %d/%d in %.1f s",
+                             method, path, problem, attempt, self.config.max_retries, delay)
             self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):
