@@ -2209,8 +2209,9 @@ def offline_job_id(path: str, files: FilesConfig) -> str:
     (entry_identifier_uuid, so a file the loop ingested already is found), else one made from
     the real path, the same at each run."""
     try:
-        stored = read_nexus_metadata(check_allowed(map_path(path, files.path_map), files.allowed_roots)).text(
-            "entry_identifier_uuid")
+        real = check_allowed(map_path(path, files.path_map), files.allowed_roots)
+        # Never opened unless a regular file: a FIFO would block open(2) for good.
+        stored = read_nexus_metadata(real).text("entry_identifier_uuid") if os.path.isfile(real) else ""
     except FileRefused:
         stored = ""  # ingest() says what is wrong with the file
     return stored or str(uuid.uuid5(OFFLINE_JOB_NAMESPACE, os.path.realpath(path)))

@@ -357,3 +357,18 @@ def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_
     assert si.Ingestor(config).replay("") == si.EXIT_FAILED
     [left] = [json.loads(line) for line in Path(ingestor.spool.path).read_text().splitlines()]
     assert left["offset"] == 3 and "damaged wrdn" in left["reason"]
+
+
+def test_ingest_file_of_a_folder_holding_a_fifo_ingests_the_rest_and_ends(tmp_path, scicat, data_dir):
+    import scicat_ingestor as si
+
+    os.mkfifo(data_dir / "dream_123456_00000001.hdf")
+    good = data_dir / "dream_123456_00000002.hdf"
+    producer.write_nexus_file(str(good), job_id=str(uuid.uuid4()), instrument="DREAM", proposal="123456",
+                              run_number=2)
+    config = ingestor_config(tmp_path, "unused:9092", "unused", scicat.url, **{"files.wait_s": 0})
+    backfill = IngestorProcess(tmp_path, config, "--ingest-file", str(data_dir)).start()
+    assert backfill.process.wait(120) == si.EXIT_FAILED  # one file failed: the FIFO
+    assert len(scicat.datasets) == 1
+    [spooled] = backfill.spooled()
+    assert "not a regular file" in spooled["reason"]
