@@ -25,6 +25,7 @@ The file reads top to bottom like the data flows:
 from __future__ import annotations
 
 import argparse
+import atexit
 import bisect
 import contextlib
 import dataclasses
@@ -1326,6 +1327,7 @@ class FileReader:
         # Read by /health: the file being read and since when; readers abandoned still stuck.
         self.reading: Optional[tuple[str, float]] = None
         self.stalled: list[StalledRead] = []
+        self.closed_at_exit = False
 
     def read(self, path: str, finished: FinishedWriting, run_start: Optional[RunStart]) -> FileReading:
         timeout_s = self.config.files.read_timeout_s
@@ -1396,6 +1398,11 @@ class FileReader:
                                        daemon=True)
         self.process.start()
         theirs.close()
+        if not self.closed_at_exit:
+            # An Ingestor used in process and never closed: multiprocessing joins its children at exit,
+            # and this one ends only once the pipe is closed.
+            atexit.register(self.close)
+            self.closed_at_exit = True
 
     def abandon(self, path: str) -> None:
         """Kill the child, and leave it: one stuck in the kernel dies when its system call returns."""
@@ -1419,6 +1426,8 @@ class FileReader:
         if self.process is not None:
             self.connection.close()  # the child reads EOF and ends
             self.process.join(5)
+            if self.process.is_alive():  # still reading: it ignores SIGTERM, so multiprocessing's exit would wait
+                self.process.kill()
             self.process = self.connection = None
 
     def health(self) -> "PartHealth":
