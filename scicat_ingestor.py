@@ -2791,7 +2791,8 @@ def loop_health(stats: Statistics, kafka: KafkaConfig) -> PartHealth:
 
 class SciCatProbe:
     """SciCat's health for GET /health: asked at most once at a time, the answer reused for
-    HEALTH_PROBE_CACHE_S. While one request asks, the others get the last answer."""
+    HEALTH_PROBE_CACHE_S. A stale answer is renewed in a thread of its own while the requests
+    meanwhile get the last one, so /health answers at once even while SciCat takes seconds."""
 
     def __init__(self, config: SciCatConfig):
         self.config = config
@@ -2800,18 +2801,24 @@ class SciCatProbe:
         self._answered_at = -math.inf
 
     def health(self) -> PartHealth:
-        if time.monotonic() - self._answered_at < HEALTH_PROBE_CACHE_S and self._answer is not None:
-            return self._answer
-        # Blocking only when there is no answer at all yet.
-        if self._asking.acquire(blocking=self._answer is None):
-            try:
-                if time.monotonic() - self._answered_at >= HEALTH_PROBE_CACHE_S or self._answer is None:
-                    self._answer = PartHealth(*probe_scicat(self.config))
-                    self._answered_at = time.monotonic()
-            finally:
-                self._asking.release()
+        if self._answer is None:  # the very first: nothing to show but what SciCat says
+            with self._asking:
+                if self._answer is None:
+                    self._ask()
+        elif time.monotonic() - self._answered_at >= HEALTH_PROBE_CACHE_S and self._asking.acquire(blocking=False):
+            threading.Thread(target=self._ask_and_release, name="health-scicat", daemon=True).start()
         assert self._answer is not None
         return self._answer
+
+    def _ask(self) -> None:
+        self._answer = PartHealth(*probe_scicat(self.config))
+        self._answered_at = time.monotonic()
+
+    def _ask_and_release(self) -> None:
+        try:
+            self._ask()
+        finally:
+            self._asking.release()
 
 
 def health_report(ingestor: "Ingestor", scicat: SciCatProbe) -> dict[str, Any]:

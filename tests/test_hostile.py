@@ -133,7 +133,7 @@ def test_100_parallel_health_requests_ask_scicat_once_on_a_few_threads(tmp_path,
     assert [status for status, _ in answers] == [200] * 100
     # One ask of SciCat, and one more for each 3 s the burst lasted on a loaded machine.
     assert probes <= 1 + int(burst_s / 3)
-    assert max(most) <= before + 4  # HEALTH_THREADS
+    assert max(most) <= before + 4 + 1  # HEALTH_THREADS, and the one asking SciCat
 
 
 def test_a_password_in_the_scicat_url_is_never_shown(tmp_path, scicat, kafka_bootstrap, kafka_topic):
