@@ -1435,7 +1435,7 @@ class FileReader:
         timeout_s = self.config.files.read_timeout_s
         if stalled:
             names = ", ".join(f"{s.path} (since {s.since})" for s in stalled)
-            return PartHealth(False, f"stalled: {names}; its reader is stuck, killed but not ended (a hung mount?)")
+            return PartHealth(False, f"stalled: {names}; its reader has not ended, even killed (a hung mount?)")
         if reading is not None:
             seconds = time.monotonic() - reading[1]
             return PartHealth(seconds <= timeout_s, f"reading {reading[0]} for {seconds:.1f} s "
