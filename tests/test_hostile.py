@@ -372,3 +372,19 @@ def test_ingest_file_of_a_folder_holding_a_fifo_ingests_the_rest_and_ends(tmp_pa
     assert len(scicat.datasets) == 1
     [spooled] = backfill.spooled()
     assert "not a regular file" in spooled["reason"]
+
+
+def test_scicat_down_gives_one_retry_warning_per_30_seconds_not_one_per_retry(tmp_path, scicat, writer,
+                                                                              kafka_bootstrap, kafka_topic):
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+                             **{"scicat.max_retries": 40, "scicat.retry_backoff_s": 0.01})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        ingestor.wait_for_log("partitions assigned")
+        scicat.set_down(True)  # 503 to everything
+        run = writer.run()
+        # Backoff from 10 ms doubling: eight retries within the first few seconds, one line each before.
+        wait_until(lambda: len([r for r in scicat.requests_log if r[2] == 503]) >= 8, 60, "eight refused tries")
+        scicat.set_down(False)
+        wait_until(lambda: one_dataset_each(scicat, [run]), 90, "the dataset once SciCat is back")
+        retries = [line for line in ingestor.log().splitlines() if "; retry " in line]
+    assert len(retries) <= 2, "\n".join(retries)
