@@ -11,8 +11,10 @@ origdatablock through SciCat's REST API.
 The file reads top to bottom like the data flows:
 
 1. configuration      the JSON file, checked strictly at start
+1b. the log           escaping, redaction, repeated warnings
 2. decoding           Kafka payloads -> RunStart / FinishedWriting
 3. metadata           the NeXus file -> NexusMetadata, DataFile
+3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
 4. building           pure functions: dataset and origdatablock payloads
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
@@ -23,6 +25,7 @@ The file reads top to bottom like the data flows:
 from __future__ import annotations
 
 import argparse
+import atexit
 import bisect
 import contextlib
 import dataclasses
@@ -37,6 +40,7 @@ import math
 import os
 import pwd
 import random
+import re
 import signal
 import stat
 import sys
@@ -47,8 +51,9 @@ import typing
 import urllib.parse
 import uuid
 from collections import Counter, OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Optional, Union
 
 __version__ = "1.1.0"
@@ -93,7 +98,10 @@ class SciCatConfig:
     username: str = ""
     password: str = ""
     password_env: str = ""  # name of an environment variable holding the password
+    password_file: str = ""  # a file holding the password (relative to the config file)
     token: str = ""  # a static long-lived token, instead of username/password
+    token_env: str = ""
+    token_file: str = ""
     timeout_s: float = 30.0
     verify_tls: bool = True
     # How long an answer about a proposal, instrument or sample is reused.
@@ -162,6 +170,9 @@ class FilesConfig:
     # How long to wait for a file that is not there or not readable yet: the
     # wrdn can arrive before the file shows on this host's mount.
     wait_s: float = 30.0
+    # How long reading one file's metadata and checksum may take before it counts as hung
+    # (a dead network mount): the file is spooled and its reader process abandoned.
+    read_timeout_s: float = 600.0
 
 
 @dataclass
@@ -206,7 +217,8 @@ class AuditConfig:
 class HealthConfig:
     # GET /health and GET /metrics on this port; 0 turns the endpoint off.
     port: int = 0
-    address: str = "0.0.0.0"
+    # Local only by default: the endpoint needs no login.
+    address: str = "127.0.0.1"
 
 
 @dataclass
@@ -383,20 +395,19 @@ def _check_values(config: Config) -> None:
     if not scicat.host.startswith(("http://", "https://")):
         raise ConfigError(f"scicat.host: expected an http(s) URL, got {scicat.host!r}")
     scicat.host = scicat.host.rstrip("/")
-    if scicat.password_env:
-        if scicat.password:
-            raise ConfigError("scicat.password_env: give either scicat.password or password_env")
-        scicat.password = os.environ.get(scicat.password_env, "")
-        if not scicat.password and not config.options.dry_run:
-            raise ConfigError(f"scicat.password_env: environment variable {scicat.password_env} is not set")
+    scicat.password = _secret(scicat, "password", config.options.dry_run)
+    scicat.token = _secret(scicat, "token", config.options.dry_run)
     if not config.options.dry_run and not scicat.token and not (scicat.username and scicat.password):
-        raise ConfigError("scicat: give scicat.username and scicat.password (or password_env), or scicat.token")
+        raise ConfigError("scicat: give scicat.username and scicat.password (or password_env, password_file), "
+                          "or scicat.token (or token_env, token_file)")
     if scicat.timeout_s <= 0 or scicat.max_retries < 0:
         raise ConfigError("scicat.timeout_s must be > 0 and scicat.max_retries >= 0")
     if scicat.lookup_cache_s < 0:
         raise ConfigError("scicat.lookup_cache_s: must be >= 0")
     if config.files.checksum not in CHECKSUM_ALGORITHMS:
         raise ConfigError(f"files.checksum: expected one of {', '.join(CHECKSUM_ALGORITHMS)}")
+    if config.files.read_timeout_s <= 0:
+        raise ConfigError("files.read_timeout_s: must be > 0")
     for root in config.files.allowed_roots:
         if not os.path.isabs(root):
             raise ConfigError(f"files.allowed_roots: {root!r} is not an absolute path")
@@ -412,6 +423,63 @@ def _check_values(config: Config) -> None:
         raise ConfigError("health.port: expected 0 (off) or a TCP port up to 65535")
     if "@" not in config.dataset.contact_email:
         raise ConfigError("dataset.contact_email: expected an email address")
+
+
+def _secret(scicat: SciCatConfig, name: str, dry_run: bool) -> str:
+    """scicat.<name>, given in the file, by an environment variable (<name>_env) or in a file of
+    its own (<name>_file): at most one of the three."""
+    variable, path = getattr(scicat, f"{name}_env"), getattr(scicat, f"{name}_file")
+    given = [key for key, value in ((name, getattr(scicat, name)), (f"{name}_env", variable), (f"{name}_file", path))
+             if value]
+    if len(given) > 1:
+        raise ConfigError(f"scicat.{given[1]}: give only one of scicat.{name}, {name}_env, {name}_file")
+    if variable:
+        value = os.environ.get(variable, "")
+        if not value and not dry_run:
+            raise ConfigError(f"scicat.{name}_env: environment variable {variable} is not set")
+        return value
+    if path:
+        try:
+            with open(path, encoding="utf-8") as f:
+                value = f.read().strip()  # a trailing newline is not part of it
+        except OSError as e:
+            raise ConfigError(f"scicat.{name}_file: cannot read {path}: {e.strerror}") from None
+        if not value:
+            raise ConfigError(f"scicat.{name}_file: {path} is empty")
+        _warn_if_others_read(path, f"scicat.{name}_file")
+        return value
+    return getattr(scicat, name)
+
+
+# Keys whose values name where a secret is, not the secret.
+SECRET_POINTERS = ("password_env", "password_file", "token_env", "token_file", "consumer_env")
+
+
+def secrets_in(raw: Any, where: str = "") -> list[str]:
+    """The keys of a decoded configuration that hold a secret itself."""
+    if not isinstance(raw, dict):
+        return []
+    found = []
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else key
+        if key.startswith("#") or key in SECRET_POINTERS:
+            continue
+        if isinstance(value, dict):
+            found += secrets_in(value, path)
+        elif value and isinstance(value, str) and (any(word in key.lower() for word in SECRET_WORDS)
+                                                    or URL_CREDENTIALS.search(value)):
+            found.append(path)
+    return found
+
+
+def _warn_if_others_read(path: str, what: str) -> None:
+    try:
+        readable_by_others = os.stat(path).st_mode & stat.S_IROTH
+    except OSError:
+        return
+    if readable_by_others:
+        logger.warning("%s: %s holds a secret and every user of this host may read it (chmod o-r %s)",
+                       what, path, path)
 
 
 def _check_dataset_settings(config: Config) -> None:
@@ -447,10 +515,17 @@ def load_config(path: str, dry_run: bool = False) -> Config:
     if dry_run and isinstance(raw, dict):
         # Decided before the checks: a dry run needs no SciCat credentials.
         raw.setdefault("options", {})["dry_run"] = True
-    config = parse_config(raw)
     # Relative paths in the file are relative to the file, not to where the
     # service happens to be started.
     here = os.path.dirname(os.path.abspath(path))
+    scicat = raw.get("scicat") if isinstance(raw, dict) else None
+    for key in ("password_file", "token_file"):
+        if isinstance(scicat, dict) and isinstance(scicat.get(key), str) and scicat[key]:
+            scicat[key] = os.path.join(here, scicat[key])
+    config = parse_config(raw)
+    held = secrets_in(raw)
+    if held:
+        _warn_if_others_read(path, ", ".join(held))
     config.spool.directory = os.path.join(here, config.spool.directory)
     if config.audit.file:
         config.audit.file = os.path.join(here, config.audit.file)
@@ -477,7 +552,96 @@ def redacted(value: Any, key: str = "") -> Any:
         return [redacted(v) for v in value]
     if value and any(word in key.lower() for word in SECRET_WORDS) and key != "password_env":
         return "***"
-    return value
+    return redact_urls(value) if isinstance(value, str) else value
+
+
+# =============================================================================
+# 1b. What goes into the log
+# =============================================================================
+#
+# Every handler gets a LogSafety filter: whatever a line holds, from a message or
+# an exception, it stays one line, and carries no password given in a URL.
+
+# ASCII control characters, DEL, and the Unicode line breaks a log viewer honours.
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f\x85\u2028\u2029]")
+# The user-information part of a URL: https://user:password@host.
+URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+REPEAT_SUMMARY_INTERVAL_S = 30.0
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape: \\n, \\x1b, ..."""
+    return CONTROL_CHARACTERS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def redact_urls(text: str) -> str:
+    return URL_CREDENTIALS.sub(r"\1***@", text)
+
+
+class LogSafety(logging.Filter):
+    """Makes every record one line without credentials; a traceback's lines are indented,
+    so none of them can pass for a line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        safe = redact_urls(escape_control(text))
+        if safe != text:
+            record.msg, record.args = safe, None
+        if record.exc_info and not record.exc_text:
+            trace = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = "\n".join("  | " + redact_urls(escape_control(line)) for line in trace.splitlines())
+        return True
+
+
+class RepeatLimiter:
+    """Of a run of the same warning, the first, then at most one per interval with how many
+    were held back: an unreachable broker must not fill the disk with the same two lines."""
+
+    CAPACITY = 100  # distinct warnings remembered
+
+    def __init__(self, interval_s: float = REPEAT_SUMMARY_INTERVAL_S):
+        self.interval_s = interval_s
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()  # key -> (last shown, held back since)
+        self._lock = threading.Lock()  # librdkafka's callbacks come from its own threads
+
+    def let_through(self, key: str) -> Optional[int]:
+        """None to hold this one back, else how many were held back since the last shown."""
+        now = time.monotonic()
+        with self._lock:
+            shown_at, held = self._seen.get(key, (-math.inf, 0))
+            if now - shown_at < self.interval_s:
+                self._seen[key] = (shown_at, held + 1)
+                return None
+            self._seen[key] = (now, 0)
+            self._seen.move_to_end(key)
+            while len(self._seen) > self.CAPACITY:
+                self._seen.popitem(last=False)
+            return held
+
+    def log(self, level: int, key: str, message: str, *args: Any) -> None:
+        held = self.let_through(key)
+        if held is not None:
+            logger.log(level, message + self.summary(held), *args)
+
+    def summary(self, held: int) -> str:
+        return f" (and {held} more like it in the last {self.interval_s:.0f} s)" if held else ""
+
+
+class RepeatFilter(logging.Filter):
+    """A RepeatLimiter for a logger whose lines we do not write (librdkafka's): lines the same
+    but for their numbers count as one."""
+
+    def __init__(self, limiter: RepeatLimiter):
+        super().__init__()
+        self.limiter = limiter
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        held = self.limiter.let_through(f"{record.levelno} " + re.sub(r"\d+", "#", text))
+        if held is None:
+            return False
+        record.msg, record.args = text + self.limiter.summary(held), None
+        return True
 
 
 # =============================================================================
@@ -492,6 +656,9 @@ SCHEMA_FINISHED_WRITING = "wrdn"
 # What the file writer also sends on its command and control topics.
 SCHEMAS_PASSED_OVER = ("answ", "x5f2", "6s4t")
 PREVIEW_BYTES = 32
+# Deeper JSON in a message is dropped with a warning. Real metadata nests a few levels, a
+# nexus_structure some 20; MongoDB, under SciCat, refuses documents nested over 100.
+MESSAGE_JSON_MAX_DEPTH = 64
 
 
 class UndecodableMessage(Exception):
@@ -548,25 +715,57 @@ def schema_of(payload: bytes) -> str:
         raise UndecodableMessage("no schema id at bytes 4..8") from None
 
 
+def nesting_depth(value: Any, limit: int) -> int:
+    """How deep lists and objects nest in ``value`` (a scalar: 0), counted without recursion
+    and only up to one level past ``limit``."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack and deepest <= limit:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is not None:
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def load_message_json(text: str, what: str) -> tuple[Any, str]:
+    """JSON from a message, and why it could not be read, if so. Nested deeper than
+    MESSAGE_JSON_MAX_DEPTH it is refused: every later step (spool, audit, SciCat's MongoDB)
+    would recurse or refuse, and one message must never stop the daemon."""
+    too_deep = f"{what} is nested deeper than {MESSAGE_JSON_MAX_DEPTH} levels: {text[:80]!r}"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        return None, f"{what} is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
+    except RecursionError:  # the parser's own limit, about 1000 levels
+        return None, too_deep
+    except ValueError as e:  # e.g. an integer of more than 4300 digits
+        return None, f"{what} cannot be read: {e}: {text[:80]!r}"
+    if nesting_depth(value, MESSAGE_JSON_MAX_DEPTH) > MESSAGE_JSON_MAX_DEPTH:
+        return None, too_deep
+    return value, ""
+
+
 def parse_metadata_json(text: Optional[str]) -> tuple[dict[str, Any], str]:
     """The message's metadata JSON as a dict, and why it could not be read, if so."""
     if not text or not text.strip():
         return {}, ""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        return {}, f"metadata is not valid JSON ({e.msg} at column {e.colno}): {text[:80]!r}"
+    value, error = load_message_json(text, "metadata")
+    if error:
+        return {}, error
     if not isinstance(value, dict):
         return {}, f"metadata is JSON but not an object: {text[:80]!r}"
     return value, ""
 
 
-def structure_values(nexus_structure: str) -> dict[str, str]:
-    """Top-level values of /entry in a run start's nexus_structure JSON."""
-    try:
-        tree = json.loads(nexus_structure) if nexus_structure else {}
-    except json.JSONDecodeError:
-        return {}
+def structure_values(nexus_structure: str) -> tuple[dict[str, str], str]:
+    """Top-level values of /entry in a run start's nexus_structure JSON, and why it could not be read, if so."""
+    if not nexus_structure:
+        return {}, ""
+    tree, error = load_message_json(nexus_structure, "nexus_structure")
+    if error:
+        return {}, error
     entries = [
         child for child in (tree.get("children") or []) if isinstance(child, dict)
     ] if isinstance(tree, dict) else []
@@ -583,7 +782,7 @@ def structure_values(nexus_structure: str) -> dict[str, str]:
         name, value = node.get("name"), node.get("values")
         if name in STRUCTURE_VALUE_NAMES and isinstance(value, (str, int, float)):
             found[name] = str(value)
-    return found
+    return found, ""
 
 
 def decode_run_start(payload: bytes) -> RunStart:
@@ -591,6 +790,7 @@ def decode_run_start(payload: bytes) -> RunStart:
 
     info = deserialise_pl72(payload)
     metadata, metadata_error = parse_metadata_json(info.metadata)
+    values, structure_error = structure_values(info.nexus_structure)
     return RunStart(
         job_id=info.job_id,
         filename=info.filename,
@@ -601,8 +801,8 @@ def decode_run_start(payload: bytes) -> RunStart:
         service_id=info.service_id,
         control_topic=info.control_topic or "",
         metadata=metadata,
-        metadata_error=metadata_error,
-        structure_values=structure_values(info.nexus_structure),
+        metadata_error="; ".join(filter(None, (metadata_error, structure_error))),
+        structure_values=values,
     )
 
 
@@ -1045,6 +1245,212 @@ def describe_file(path: str, checksum_algorithm: str) -> DataFile:
 
 
 # =============================================================================
+# 3b. The file reader: out of the loop's way
+# =============================================================================
+#
+# A file on a hung network mount (or a FIFO named like a NeXus file) blocks open(2)
+# for good, and h5py holds the interpreter while it does: read in the loop, that would
+# freeze the loop and /health alike. So a file is first stat-ed in a thread (stat lets
+# go of the interpreter), opened only if it is a regular file, and read in a child
+# process the loop waits for with a deadline, polling Kafka meanwhile. A child that
+# misses it is killed and left behind (a process stuck in the kernel dies only once
+# its system call returns); the next file gets a new one.
+
+# Most files are read within this: until then the loop waits without polling Kafka.
+READ_FIRST_WAIT_S = 1.0
+READ_WAIT_SLICE_S = 0.25
+
+
+class FileStalled(FileRefused):
+    """Reading the file did not finish within files.read_timeout_s."""
+
+
+@dataclass
+class FileReading:
+    """What reading one finished file gave."""
+
+    nexus: NexusMetadata
+    data_file: DataFile
+    settings: DatasetDefaults  # its instrument's dataset settings
+    metadata_s: float
+    checksum_s: float
+
+
+def read_finished_file(config: Config, path: str, finished: FinishedWriting,
+                       run_start: Optional[RunStart]) -> FileReading:
+    """The file's metadata (opened once: on a network mount each open costs round trips),
+    its instrument's settings, its description and checksum."""
+    started = time.monotonic()
+    with open_nexus(path) as f:
+        nexus = read_nexus_metadata(path, f)
+        # Which values to extract is the instrument's choice, and the file may be what names it.
+        settings = dataset_settings(config, instrument_name(run_start, finished, nexus, config.dataset))
+        nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length, f)
+    metadata_s = time.monotonic() - started
+    started = time.monotonic()
+    data_file = describe_file(path, config.files.checksum)
+    return FileReading(nexus, data_file, settings, metadata_s, time.monotonic() - started)
+
+
+def file_reader_main(connection: Any, config: Config) -> None:
+    """The child process: reads the files it is sent until the loop closes the pipe."""
+    # The loop decides when to stop; a signal to the whole process group must not cut a read short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] file reader: %(message)s"))
+    handler.addFilter(LogSafety())
+    logger.addHandler(handler)
+    logger.propagate = False
+    while True:
+        try:
+            path, finished, run_start = connection.recv()
+        except EOFError:
+            return
+        try:
+            answer: tuple[bool, Any] = (True, read_finished_file(config, path, finished, run_start))
+        except FileRefused as e:
+            answer = (False, e)
+        except Exception as e:  # told to the loop as an unexpected error, whatever it is
+            answer = (False, RuntimeError(f"{type(e).__name__}: {e}"))
+        connection.send(answer)
+
+
+@dataclass
+class StalledRead:
+    path: str
+    since: str  # UTC
+    process: Any
+
+
+class FileReader:
+    """Reads finished files in a child process, with files.read_timeout_s as the deadline."""
+
+    def __init__(self, config: Config, wait: typing.Callable[[float], None]):
+        self.config = config
+        self.wait = wait  # the loop's: polls Kafka meanwhile, ends on a stop or a rebalance
+        self.process: Any = None
+        self.connection: Any = None
+        # Read by /health: the file being read and since when; readers abandoned still stuck.
+        self.reading: Optional[tuple[str, float]] = None
+        self.stalled: list[StalledRead] = []
+        self.closed_at_exit = False
+
+    def read(self, path: str, finished: FinishedWriting, run_start: Optional[RunStart]) -> FileReading:
+        timeout_s = self.config.files.read_timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.reading = (path, time.monotonic())
+        try:
+            self.check_regular(path, deadline)
+            self.start()
+            self.connection.send((path, finished, run_start))
+            try:
+                answered = self.connection.poll(min(READ_FIRST_WAIT_S, timeout_s))
+                while not answered and time.monotonic() < deadline:
+                    self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
+                    answered = self.connection.poll(0)
+                if not answered:
+                    raise FileStalled(f"{path}: reading it did not finish within files.read_timeout_s "
+                                      f"({timeout_s:g} s): a hung mount?")
+                ok, value = self.connection.recv()
+            except BaseException:  # a stall, a stop, a rebalance: its answer would come to the next file
+                self.abandon(path)
+                raise
+        except (EOFError, OSError) as e:  # the child died (killed, out of memory)
+            self.abandon(path)
+            raise FileNotReady(f"{path}: the file reader process ended while reading it ({e or type(e).__name__})") \
+                from None
+        finally:
+            self.reading = None
+        if not ok:
+            raise value
+        return value
+
+    def check_regular(self, path: str, deadline: float) -> None:
+        """stat in a thread, so that a hung mount hangs the thread, not the loop; never opens the file."""
+        found: dict[str, Any] = {}
+
+        def look() -> None:
+            try:
+                found["stat"] = os.stat(path)
+            except OSError as e:
+                found["error"] = e
+
+        looking = threading.Thread(target=look, name="stat", daemon=True)
+        looking.start()
+        looking.join(min(READ_FIRST_WAIT_S, max(deadline - time.monotonic(), 0)))
+        while looking.is_alive() and time.monotonic() < deadline:
+            self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
+        if looking.is_alive():
+            self.stalled.append(StalledRead(path, utc_now(), looking))
+            raise FileStalled(f"{path}: stat did not answer within files.read_timeout_s "
+                              f"({self.config.files.read_timeout_s:g} s): a hung mount?")
+        error = found.get("error")
+        if isinstance(error, FileNotFoundError):
+            raise FileNotReady(f"{path}: no such file")
+        if error is not None:
+            raise FileNotReady(f"{path}: cannot be read: {error.strerror}")
+        if not stat.S_ISREG(found["stat"].st_mode):
+            raise FileRefused(f"{path}: not a regular file ({stat.filemode(found['stat'].st_mode)}); never opened")
+
+    def start(self) -> None:
+        import multiprocessing
+
+        if self.process is not None:
+            return
+        # spawn: a fresh interpreter, nothing of librdkafka's threads in it.
+        context = multiprocessing.get_context("spawn")
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(target=file_reader_main, args=(theirs, self.config), name="file reader",
+                                       daemon=True)
+        self.process.start()
+        theirs.close()
+        if not self.closed_at_exit:
+            # An Ingestor used in process and never closed: multiprocessing joins its children at exit,
+            # and this one ends only once the pipe is closed.
+            atexit.register(self.close)
+            self.closed_at_exit = True
+
+    def abandon(self, path: str) -> None:
+        """Kill the child, and leave it: one stuck in the kernel dies when its system call returns."""
+        import multiprocessing
+
+        if self.process is None:
+            return
+        self.process.kill()
+        # multiprocessing joins its children at exit: a stuck one would hold the stop up for good.
+        getattr(multiprocessing.process, "_children", set()).discard(self.process)
+        self.connection.close()
+        self.stalled.append(StalledRead(path, utc_now(), self.process))
+        logger.warning("file reader process %d abandoned while reading %s", self.process.pid, path)
+        self.process = self.connection = None
+
+    def forget_ended(self) -> None:
+        """Drop the abandoned readers that have ended; called by the loop between polls."""
+        self.stalled = [s for s in self.stalled if s.process.is_alive()]
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.connection.close()  # the child reads EOF and ends
+            self.process.join(5)
+            if self.process.is_alive():  # still reading: it ignores SIGTERM, so multiprocessing's exit would wait
+                self.process.kill()
+            self.process = self.connection = None
+
+    def health(self) -> "PartHealth":
+        reading, stalled = self.reading, list(self.stalled)
+        timeout_s = self.config.files.read_timeout_s
+        if stalled:
+            names = ", ".join(f"{s.path} (since {s.since})" for s in stalled)
+            return PartHealth(False, f"stalled: {names}; its reader has not ended, even killed (a hung mount?)")
+        if reading is not None:
+            seconds = time.monotonic() - reading[1]
+            return PartHealth(seconds <= timeout_s, f"reading {reading[0]} for {seconds:.1f} s "
+                                                    f"(files.read_timeout_s {timeout_s:g} s)")
+        return PartHealth(True, "no file being read")
+
+
+# =============================================================================
 # 4. Building the dataset and its origdatablock (pure functions, no I/O)
 # =============================================================================
 #
@@ -1344,6 +1750,9 @@ TOKEN_RENEW_MARGIN_S = 60.0
 # Upper bounds of the SciCat latency histogram's buckets, in seconds.
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# An answer of SciCat's /health is reused this long: a monitor polling often, or many at
+# once, must not become a load on SciCat.
+HEALTH_PROBE_CACHE_S = 3.0
 # While an answer takes longer than this the loop polls Kafka, in slices as long.
 IN_FLIGHT_POLL_S = 0.2
 
@@ -1438,6 +1847,7 @@ class SciCatClient:
         self.wait = wait
         self.stay_in_group = stay_in_group
         self.retries = 0
+        self.repeats = RepeatLimiter()  # SciCat down: one line per 30 s, not one per retry
         self.latency = LatencyHistogram()
         self.session = requests.Session()
         self.session.verify = config.verify_tls
@@ -1539,8 +1949,9 @@ class SciCatClient:
             attempt += 1
             delay = retry_delay(self.config, attempt)
             self.retries += 1
-            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem[:200], attempt,
-                           self.config.max_retries, delay)
+            # Keyed by the kind of problem (HTTP 503, ConnectionError), not its details, which vary.
+            self.repeats.log(logging.WARNING, problem.partition(":")[0], "SciCat %s %s: %s; retry %d/%d in %.1f s",
+                             method, path, problem[:200], attempt, self.config.max_retries, delay)
             self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):
@@ -1930,6 +2341,56 @@ class Spool:
         return [json.loads(line) for line in lines if line.strip()]
 
 
+# A refused write is told at most this often, however often it is tried again.
+WRITE_FAILURE_LOG_INTERVAL_S = 60.0
+WRITE_RETRY_MAX_S = 60.0
+
+
+@dataclass
+class WriteFailure:
+    path: str
+    since: str
+    error: str
+
+    def state(self) -> str:
+        return f"cannot write {self.path} since {self.since}: {self.error}"
+
+
+class PatientWriter:
+    """Writes to the spool and the audit trail that wait out a disk that refuses them (full,
+    read-only, a folder gone), trying again with backoff. Meanwhile the message in hand stays
+    uncommitted, /health names what fails, and the log says so once a minute; the ingestor
+    never exits over it."""
+
+    def __init__(self, wait: typing.Callable[[float], None]):
+        self.wait = wait  # the loop's: keeps the consumer in its group, ends on a stop
+        # "spool" or "audit" -> why its last write failed, while it does (read by /health).
+        self.failing: dict[str, WriteFailure] = {}
+        self.repeats = RepeatLimiter(WRITE_FAILURE_LOG_INTERVAL_S)
+
+    def write(self, what: str, path: str, append: typing.Callable[[], None]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                append()
+            except OSError as e:
+                since = self.failing[what].since if what in self.failing else utc_now()
+                self.failing[what] = WriteFailure(path, since, str(e.strerror or e))
+                self.repeats.log(logging.ERROR, what, "cannot write the %s %s: %s; the message stays uncommitted "
+                                 "and is written once the disk takes it", what, path, e)
+                self.wait(delay)
+                delay = min(2 * delay, WRITE_RETRY_MAX_S)
+                continue
+            if self.failing.pop(what, None):
+                logger.warning("the %s %s is written again", what, path)
+            return
+
+    def state(self, what: str) -> str:
+        """Why writing the spool or audit trail fails; "" when it does not."""
+        failure = self.failing.get(what)
+        return failure.state() if failure else ""
+
+
 def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWriting],
                  run_start: Optional[RunStart], reason: str, attempts: int, dataset_pid: str = "") -> dict[str, Any]:
     import base64
@@ -2007,8 +2468,9 @@ def offline_job_id(path: str, files: FilesConfig) -> str:
     (entry_identifier_uuid, so a file the loop ingested already is found), else one made from
     the real path, the same at each run."""
     try:
-        stored = read_nexus_metadata(check_allowed(map_path(path, files.path_map), files.allowed_roots)).text(
-            "entry_identifier_uuid")
+        real = check_allowed(map_path(path, files.path_map), files.allowed_roots)
+        # Never opened unless a regular file: a FIFO would block open(2) for good.
+        stored = read_nexus_metadata(real).text("entry_identifier_uuid") if os.path.isfile(real) else ""
     except FileRefused:
         stored = ""  # ingest() says what is wrong with the file
     return stored or str(uuid.uuid5(OFFLINE_JOB_NAMESPACE, os.path.realpath(path)))
@@ -2033,6 +2495,8 @@ class Ingestor:
         self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
         self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
         self.spool = Spool(config.spool.directory)
+        self.writer = PatientWriter(self.wait)
+        self.reader = FileReader(config, self.wait)
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
@@ -2044,7 +2508,9 @@ class Ingestor:
         self.committed: dict[tuple[str, int], int] = {}
         self.next_commit = 0.0
         self.stats = Statistics()
+        self.repeats = RepeatLimiter()
         self.stop_requested = False
+        self.log_reopening_requested = False
         self.consumer: Any = None
         self.next_kafka_check = 0.0
         self.next_statistics = time.monotonic() + config.options.stats_interval_s
@@ -2087,7 +2553,7 @@ class Ingestor:
                         self.consumer.pause([tp])
                         paused.append(tp)
             except KafkaException as e:
-                logger.warning("Kafka while waiting: %s", e)
+                self.repeats.log(logging.WARNING, f"wait {e}", "Kafka while waiting: %s", e)
             finally:
                 # Those a rebalance took too: a partition keeps its pause through a
                 # revocation and would come back paused, never to be read again.
@@ -2105,19 +2571,9 @@ class Ingestor:
         delay = 0.5
         while True:
             try:
-                started = time.monotonic()
-                with open_nexus(path) as f:  # once: on a network mount each open costs round trips
-                    nexus = read_nexus_metadata(path, f)
-                    # Which values to extract is the instrument's choice, and the file may be what names it.
-                    settings = dataset_settings(self.config,
-                                                instrument_name(run_start, finished, nexus, self.config.dataset))
-                    nexus.science = read_scientific_metadata(path, settings.scientific_metadata,
-                                                             settings.max_text_length, f)
-                durations["metadata_s"] = time.monotonic() - started
-                started = time.monotonic()
-                data_file = describe_file(path, files.checksum)
-                durations["checksum_s"] = time.monotonic() - started
-                return nexus, data_file, settings
+                reading = self.reader.read(path, finished, run_start)
+                durations["metadata_s"], durations["checksum_s"] = reading.metadata_s, reading.checksum_s
+                return reading.nexus, reading.data_file, reading.settings
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
                     raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
@@ -2201,15 +2657,19 @@ class Ingestor:
             log = logger.warning if outcome.status == "skipped" else logger.error
             log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
                 else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
-            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts, outcome.pid))
-            self.stats.spooled += 1
+            self.add_to_spool(spool_record(delivery, finished, run_start, outcome.reason, attempts, outcome.pid))
         if self.config.audit.file:
-            append_line_durably(self.config.audit.file, {
+            line = {
                 "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
                 "outcome": outcome.status, "pid": outcome.pid, "reason": outcome.reason,
                 "missing_links": outcome.missing_links,
                 "durations_s": {k: round(v, 6) for k, v in outcome.durations.items()},
-            })
+            }
+            self.writer.write("audit", self.config.audit.file, lambda: append_line_durably(self.config.audit.file, line))
+
+    def add_to_spool(self, record: dict[str, Any]) -> None:
+        self.writer.write("spool", self.spool.path, lambda: self.spool.add(record))
+        self.stats.spooled += 1
 
     # -- one Kafka message -----------------------------------------------------
 
@@ -2218,7 +2678,19 @@ class Ingestor:
 
         True for a finished file's message (a damaged one too, once spooled),
         False for the others: read again after a crash, they change nothing
-        outside this process."""
+        outside this process. A message that fails in a way nothing foresaw is
+        spooled as it came and committed: read again, it would fail again, at
+        every restart, and hold up every file after it."""
+        try:
+            return self.handle_message(delivery)
+        except LeftUncommitted:
+            raise
+        except Exception as e:
+            logger.exception("unexpected error handling the message at %s; spooled for --replay", delivery.where())
+            self.add_to_spool(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
+            return True
+
+    def handle_message(self, delivery: Delivery) -> bool:
         started = time.monotonic()
         try:
             message = decode_message(delivery.payload)
@@ -2228,8 +2700,7 @@ class Ingestor:
                            delivery.where(), e, preview(delivery.payload))
             if delivery.payload[4:8] == SCHEMA_FINISHED_WRITING.encode():
                 # A damaged wrdn may be the only news of a file: keep it for a human.
-                self.spool.add(spool_record(delivery, None, None, str(e), 1))
-                self.stats.spooled += 1
+                self.add_to_spool(spool_record(delivery, None, None, str(e), 1))
                 return True
             return False
         decode_s = time.monotonic() - started
@@ -2270,13 +2741,18 @@ class Ingestor:
             "enable.auto.commit": False,
             "error_cb": self._on_kafka_error,
             # librdkafka's own log lines go where ours go, not to a bare stderr.
-            "logger": logging.getLogger("scicat_ingestor.kafka"),
+            "logger": self.kafka_logger(),
             **kafka.consumer,
         }
 
-    @staticmethod
-    def _on_kafka_error(error: Any) -> None:
-        logger.warning("Kafka: %s", error)
+    def _on_kafka_error(self, error: Any) -> None:
+        self.repeats.log(logging.WARNING, f"error {error.code()}", "Kafka: %s", error)
+
+    def kafka_logger(self) -> logging.Logger:
+        kafka_logger = logging.getLogger("scicat_ingestor.kafka")
+        if not any(isinstance(f, RepeatFilter) for f in kafka_logger.filters):
+            kafka_logger.addFilter(RepeatFilter(self.repeats))
+        return kafka_logger
 
     def commit_handled(self, partitions: Optional[set[tuple[str, int]]] = None) -> None:
         """Commit the offsets of handled messages (on these partitions) not committed yet, but never
@@ -2339,6 +2815,10 @@ class Ingestor:
                        partition_names(partitions))
         self.let_go(partitions)
 
+    def request_log_reopening(self, _signum: int, _frame: Any = None) -> None:
+        # Done between two polls (tick), not inside the handler: a line may be half written.
+        self.log_reopening_requested = True
+
     def request_stop(self, signum: int, _frame: Any = None) -> None:
         logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
         self.stop_requested = True
@@ -2349,6 +2829,10 @@ class Ingestor:
     def tick(self) -> None:
         """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
         now = self.stats.last_poll = time.monotonic()
+        self.reader.forget_ended()
+        if self.log_reopening_requested:
+            self.log_reopening_requested = False
+            logger.info("SIGHUP received: log files reopened (%s)", ", ".join(reopen_log_files()) or "none")
         self.run_starts.forget_expired()
         if now >= self.next_kafka_check:
             self.check_kafka()
@@ -2409,7 +2893,7 @@ class Ingestor:
                     continue
                 if msg.error():
                     if msg.error().code() != KafkaError._PARTITION_EOF:
-                        logger.warning("Kafka: %s", msg.error())
+                        self.repeats.log(logging.WARNING, f"error {msg.error().code()}", "Kafka: %s", msg.error())
                     continue
                 kind, sent_ms = msg.timestamp()
                 delivery = Delivery(msg.value() or b"", msg.topic(), msg.partition(), msg.offset(),
@@ -2434,6 +2918,7 @@ class Ingestor:
             self.log_statistics()
             self.commit_handled()
             self.consumer.close()
+            self.reader.close()
             logger.info("consumer closed; stopped")
 
     def ingest_files(self, paths: list[str]) -> int:
@@ -2457,6 +2942,7 @@ class Ingestor:
             logger.info("stopped: the files not yet ingested are ingested by running the same command again")
             return 1
         finally:
+            self.reader.close()
             self.log_statistics()
         return 1 if failed else 0
 
@@ -2476,14 +2962,18 @@ class Ingestor:
         for record in records:
             try:
                 finished = (FinishedWriting(**record["finished"]) if record.get("finished")
-                            else decode_finished_writing(base64.b64decode(record.get("message_b64", ""))))
+                            else decode_message(base64.b64decode(record.get("message_b64", ""))))
+                if not isinstance(finished, FinishedWriting):  # spooled by an unexpected error: no file to ingest
+                    logger.info("a spooled %s message names no file to ingest; dropped from the spool",
+                                type(finished).__name__)
+                    continue
                 run_start = RunStart(**record["run_start"]) if record.get("run_start") else None
                 outcome = self.ingest(finished, run_start, record.get("dataset_pid", ""))
             except StopRequested:
                 outcome = Outcome("failed", "replay stopped before this record")
             except Exception as e:  # a record a human must look at; keep it as it is
                 logger.error("cannot replay a record from %s: %s", path, e)
-                append_line_durably(path, record)
+                self.writer.write("spool", path, lambda: append_line_durably(path, record))
                 remaining += 1
                 continue
             if outcome.status in ("ingested", "duplicate"):
@@ -2495,6 +2985,7 @@ class Ingestor:
                 delivery = Delivery(base64.b64decode(record.get("message_b64", "")), record.get("topic", ""),
                                     record.get("partition", -1), record.get("offset", -1))
                 self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
+        self.reader.close()
         logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
                     self.spool.path)
         return 1 if remaining else 0
@@ -2524,13 +3015,17 @@ def folder_writable(folder: str) -> bool:
     return os.access(folder, os.W_OK)
 
 
-def spool_health(spool: Spool) -> PartHealth:
+def spool_health(spool: Spool, failing: str) -> PartHealth:
     try:
         with open(spool.path, "rb") as f:
             records = f.read().count(b"\n")
+        waiting = f"records waiting for --replay: {records}" if records else "empty"
     except FileNotFoundError:
-        records = 0
-    waiting = f"records waiting for --replay: {records}" if records else "empty"
+        waiting = "empty"
+    except OSError as e:
+        waiting = f"cannot be read: {e.strerror}"
+    if failing:
+        return PartHealth(False, f"{failing}; {waiting}")
     if not folder_writable(os.path.dirname(spool.path)):
         return PartHealth(False, f"{os.path.dirname(spool.path)} is not writable; {waiting}")
     return PartHealth(True, waiting)
@@ -2545,15 +3040,49 @@ def loop_health(stats: Statistics, kafka: KafkaConfig) -> PartHealth:
     return PartHealth(True, f"polled {silent_s:.1f} s ago")
 
 
-def health_report(ingestor: "Ingestor") -> dict[str, Any]:
+class SciCatProbe:
+    """SciCat's health for GET /health: asked at most once at a time, the answer reused for
+    HEALTH_PROBE_CACHE_S. A stale answer is renewed in a thread of its own while the requests
+    meanwhile get the last one, so /health answers at once even while SciCat takes seconds."""
+
+    def __init__(self, config: SciCatConfig):
+        self.config = config
+        self._asking = threading.Lock()
+        self._answer: Optional[PartHealth] = None
+        self._answered_at = -math.inf
+
+    def health(self) -> PartHealth:
+        if self._answer is None:  # the very first: nothing to show but what SciCat says
+            with self._asking:
+                if self._answer is None:
+                    self._ask()
+        elif time.monotonic() - self._answered_at >= HEALTH_PROBE_CACHE_S and self._asking.acquire(blocking=False):
+            threading.Thread(target=self._ask_and_release, name="health-scicat", daemon=True).start()
+        assert self._answer is not None
+        return self._answer
+
+    def _ask(self) -> None:
+        self._answer = PartHealth(*probe_scicat(self.config))
+        self._answered_at = time.monotonic()
+
+    def _ask_and_release(self) -> None:
+        try:
+            self._ask()
+        finally:
+            self._asking.release()
+
+
+def health_report(ingestor: "Ingestor", scicat: SciCatProbe) -> dict[str, Any]:
     """The state of each part; "ok" only when every part is."""
     config = ingestor.config
     parts = {
         "kafka": PartHealth(ingestor.stats.kafka_ok, ingestor.stats.kafka_state),
-        "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run
-        else PartHealth(*probe_scicat(config.scicat)),
-        "spool": spool_health(ingestor.spool),
+        "scicat": PartHealth(True, "not used: dry run") if config.options.dry_run else scicat.health(),
+        "spool": spool_health(ingestor.spool, ingestor.writer.state("spool")),
+        "audit": PartHealth(False, ingestor.writer.state("audit")) if ingestor.writer.state("audit")
+        else PartHealth(True, f"writing {config.audit.file}" if config.audit.file else "off"),
         "loop": loop_health(ingestor.stats, config.kafka),
+        "files": ingestor.reader.health(),
     }
     return {
         "status": "ok" if all(part.ok for part in parts.values()) else "unhealthy",
@@ -2603,15 +3132,23 @@ class MetricsCollector:
                                 value=len(self.ingestor.run_starts))
 
 
+# Requests answered at once; more wait in the listen queue. Bounded: 100 monitors
+# polling at once must not mean 100 threads.
+HEALTH_THREADS = 4
+HEALTH_LISTEN_QUEUE = 128
+HEALTH_CLIENT_TIMEOUT_S = 5.0
+
+
 class HealthRequestHandler(BaseHTTPRequestHandler):
     server: "HealthServer"
+    timeout = HEALTH_CLIENT_TIMEOUT_S  # a client that sends nothing frees its thread
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/health":
-            report = health_report(self.server.ingestor)
+            report = health_report(self.server.ingestor, self.server.scicat)
             status = 200 if report["status"] == "ok" else 503
-            self.answer(status, "application/json", json.dumps(report).encode())
+            self.answer(status, "application/json", redact_urls(json.dumps(report)).encode())
         elif path == "/metrics":
             from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -2630,18 +3167,31 @@ class HealthRequestHandler(BaseHTTPRequestHandler):
         logger.debug("health endpoint: " + format, *args)
 
 
-class HealthServer(ThreadingHTTPServer):
-    """GET /health and GET /metrics, served from a daemon thread."""
+class HealthServer(HTTPServer):
+    """GET /health and GET /metrics, served from a thread beside the loop by a few workers."""
 
-    daemon_threads = True
+    request_queue_size = HEALTH_LISTEN_QUEUE
 
     def __init__(self, ingestor: "Ingestor", config: HealthConfig):
         prometheus = require_package("prometheus_client", "health.port")
         self.ingestor = ingestor
+        self.scicat = SciCatProbe(ingestor.config.scicat)
+        self.workers = ThreadPoolExecutor(HEALTH_THREADS, thread_name_prefix="health")
         self.registry = prometheus.CollectorRegistry()
         self.registry.register(MetricsCollector(ingestor))
         prometheus.ProcessCollector(registry=self.registry)  # memory, CPU time, open files
         super().__init__((config.address, config.port), HealthRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.workers.submit(self._answer_one, request, client_address)
+
+    def _answer_one(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception as e:  # a client that went away, or sent garbage
+            logger.debug("health endpoint: request from %s failed: %s", client_address[0], e)
+        finally:
+            self.shutdown_request(request)
 
     def start(self) -> None:
         threading.Thread(target=self.serve_forever, name="health", daemon=True).start()
@@ -2781,9 +3331,36 @@ def setup_logging(options: OptionsConfig) -> None:
     for handler in handlers:
         if handler.formatter is None:
             handler.setFormatter(formatter)
+        handler.addFilter(LogSafety())
         logger.addHandler(handler)
     logger.setLevel(options.logging_level.upper())
     logger.propagate = False
+
+
+# Exit statuses. examples/systemd/scicat-ingestor.service does not restart on the two that
+# restarting cannot fix (RestartPreventExitStatus): a wrong configuration, and a password
+# SciCat refused at start (retrying it could lock the account). Everything else is
+# restarted, an unexpected error too.
+EXIT_OK = 0
+EXIT_FAILED = 1  # --replay, --ingest-file, --check-config: not everything worked; or an unexpected error
+EXIT_CONFIG = 2  # argparse's status for a wrong command line too
+EXIT_LOGIN_REFUSED = 77  # sysexits' EX_NOPERM
+EXITS_NOT_RESTARTED = (EXIT_CONFIG, EXIT_LOGIN_REFUSED)
+
+
+def reopen_log_files() -> list[str]:
+    """SIGHUP: open the log files anew, for a logrotate that moved them without copytruncate."""
+    reopened = []
+    for handler in logger.handlers:
+        if isinstance(handler, logging.FileHandler):
+            with handler.lock or contextlib.nullcontext():
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+                if isinstance(handler, logging.handlers.WatchedFileHandler):
+                    handler._statstream()
+            reopened.append(handler.baseFilename)
+    return reopened
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -2796,7 +3373,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         setup_logging(config.options)
     except (ConfigError, ValueError, OSError) as e:
         print(f"scicat_ingestor: configuration error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
     if args.check_config:
@@ -2808,9 +3385,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (ConfigError, OSError) as e:
             logger.critical("cannot start the health endpoint on %s:%d: %s", config.health.address,
                             config.health.port, e)
-            return 2
+            return EXIT_CONFIG
     signal.signal(signal.SIGTERM, ingestor.request_stop)
     signal.signal(signal.SIGINT, ingestor.request_stop)
+    signal.signal(signal.SIGHUP, ingestor.request_log_reopening)
     try:
         if args.replay is not None:
             return ingestor.replay(args.replay)
@@ -2819,8 +3397,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         ingestor.run()
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
-        return 1
-    return 0
+        return EXIT_LOGIN_REFUSED
+    except Exception:  # a bug: said in the log, and systemd starts it again
+        logger.critical("stopping on an unexpected error (exit status %d: restarted under systemd)", EXIT_FAILED,
+                        exc_info=True)
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -292,3 +292,50 @@ def test_scientific_metadata_must_be_a_list_of_rules():
     raw["dataset"]["scientific_metadata"] = {"path": "/entry/title"}
     message = config_error(raw)
     assert message.startswith("dataset.scientific_metadata: expected a list of objects (path, key)")
+
+
+def test_password_and_token_may_come_from_a_file_relative_to_the_configuration(tmp_path):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "pw").write_text("from-file\n")
+    raw = minimal_config()
+    raw["scicat"] = {"host": "http://s/api/v3", "username": "ingestor", "password_file": "secrets/pw"}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(raw))
+    assert si.load_config(str(path)).scicat.password == "from-file"
+    (tmp_path / "tok").write_text("a-token")
+    raw["scicat"] = {"host": "http://s/api/v3", "token_file": str(tmp_path / "tok")}
+    path.write_text(json.dumps(raw))
+    assert si.load_config(str(path)).scicat.token == "a-token"
+
+
+def test_a_token_may_come_from_the_environment(monkeypatch):
+    raw = minimal_config()
+    raw["scicat"] = {"host": "http://s/api/v3", "token_env": "SFI_TEST_TOKEN"}
+    monkeypatch.setenv("SFI_TEST_TOKEN", "env-token")
+    assert si.parse_config(raw).scicat.token == "env-token"
+
+
+@pytest.mark.parametrize("scicat, error", [
+    ({"password": "pw", "password_file": "/x"}, "scicat.password_file: give only one of scicat.password"),
+    ({"password_env": "X", "password_file": "/x"}, "scicat.password_file: give only one of"),
+    ({"token": "t", "token_env": "X"}, "scicat.token_env: give only one of scicat.token"),
+    ({"password_file": "/nonexistent/pw"}, "scicat.password_file: cannot read /nonexistent/pw"),
+])
+def test_a_secret_given_twice_or_unreadable_is_refused(scicat, error):
+    raw = minimal_config()
+    raw["scicat"] = {"host": "http://s/api/v3", "username": "ingestor", **scicat}
+    assert config_error(raw).startswith(error)
+
+
+def test_a_configuration_holding_a_secret_readable_by_others_is_warned_about(tmp_path, caplog):
+    raw = minimal_config()
+    raw["scicat"]["host"] = "https://ingestor:pw@s/api/v3"
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps(raw))
+    path.chmod(0o644)
+    si.load_config(str(path))
+    assert f"scicat.host, scicat.password: {path} holds a secret and every user of this host may read it" in caplog.text
+    caplog.clear()
+    path.chmod(0o640)
+    si.load_config(str(path))
+    assert "holds a secret" not in caplog.text

@@ -149,3 +149,31 @@ def test_a_run_start_is_as_old_as_its_kafka_timestamp_so_one_read_again_after_a_
     assert cache.oldest_offsets() == {("t", 0): 7, ("t", 1): 3}
     cache.forget_partitions({("t", 1)})  # a rebalance took it
     assert cache.oldest_offsets() == {("t", 0): 7}
+
+
+def deep(levels: int) -> str:
+    """A JSON object nested ``levels`` deep, as a hostile or broken writer might send."""
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+@pytest.mark.parametrize("levels", [500, 5_000, 100_000])
+def test_metadata_nested_too_deep_is_dropped_with_a_reason_and_the_message_still_decodes(levels):
+    for message in (si.decode_message(pl72(metadata=deep(levels))), si.decode_message(wrdn(metadata=deep(levels)))):
+        assert message.job_id == "job-1" and message.metadata == {}
+        assert f"nested deeper than {si.MESSAGE_JSON_MAX_DEPTH} levels" in message.metadata_error
+
+
+@pytest.mark.parametrize("levels", [500, 5_000, 100_000])
+def test_a_nexus_structure_nested_too_deep_is_dropped_but_the_metadata_is_kept(levels):
+    message = si.decode_message(pl72(metadata='{"proposal_id": "1"}', nexus_structure=deep(levels)))
+    assert message.metadata == {"proposal_id": "1"} and message.structure_values == {}
+    assert "nexus_structure is nested deeper" in message.metadata_error
+
+
+def test_metadata_as_deep_as_allowed_is_kept():
+    assert si.decode_message(wrdn(metadata=deep(si.MESSAGE_JSON_MAX_DEPTH))).metadata_error == ""
+
+
+def test_metadata_with_an_integer_too_long_to_read_is_dropped_and_the_wrdn_still_decodes():
+    message = si.decode_message(wrdn(metadata='{"n": ' + "7" * 5000 + "}"))
+    assert message.job_id == "job-1" and message.metadata == {} and "metadata cannot be read" in message.metadata_error

@@ -181,6 +181,7 @@ def test_graylog_asked_for_without_graypy_installed_says_so_in_one_line(tmp_path
                              **{"options.graylog": True, "options.graylog_host": "127.0.0.1"})
     path = tmp_path / "config.json"
     path.write_text(json.dumps(config))
+    path.chmod(0o600)  # it holds a password: readable by others, that would be warned about too
     result = subprocess.run([sys.executable, str(SCRIPT), "-c", str(path)], capture_output=True, text=True,
                             timeout=30, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert result.returncode == 2
