@@ -922,7 +922,10 @@ class JobWatchdog:
             self._end(job_id, "finished")
 
     def _end(self, job_id: str, event: str) -> None:
-        self._jobs.pop(job_id, None)
+        if self._jobs.pop(job_id, None) is None and job_id not in self._done:
+            # Its start came on another topic or partition, not read yet (or by another instance):
+            # a copy read later is not counted again, so count it now.
+            self.counts["started"] += 1
         self.counts[event] += 1
         self._done[job_id] = event
         while len(self._done) > self.capacity:
