@@ -2285,6 +2285,8 @@ class Ingestor:
             self.stats.messages[schema] += 1
             if isinstance(message, JobAnswer):
                 self.watchdog.answered(message)
+                if message.start_failed and message.job_id:  # no wrdn will come for it
+                    self.run_starts.finish(message.job_id)
             elif isinstance(message, Heartbeat):
                 self.watchdog.heard(message.job_id, message.file_name)
             logger.debug("passing over a %s message at %s", schema, delivery.where())
