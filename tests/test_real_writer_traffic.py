@@ -4,7 +4,6 @@ unkeyed, the pl72 to the job pool and echoed on the instrument's control topic, 
 
 from __future__ import annotations
 
-import copy
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from ingestor_harness import IngestorProcess, ingestor_config, wait_until
 from kafka_broker import create_topic, free_port
 from test_operations import metrics
+from test_scale_out import member  # one instance of the group: its own audit, spool, run start store
 
 pytestmark = pytest.mark.integration
 
@@ -66,15 +66,6 @@ def config_for(tmp_path: Path, deployment: Deployment, scicat, name: str = "a", 
     config = ingestor_config(tmp_path, deployment.bootstrap, deployment.pool, scicat.url, **overrides)
     config["kafka"]["topics"] = deployment.topics
     return config
-
-
-def member(tmp_path: Path, config: dict, name: str) -> IngestorProcess:
-    """One instance of the group, with its own audit trail, spool and run start store."""
-    own = copy.deepcopy(config)
-    own["audit"]["file"] = str(tmp_path / f"audit-{name}.jsonl")
-    own["spool"]["directory"] = str(tmp_path / f"spool-{name}")
-    own["options"]["run_start_state_file"] = str(tmp_path / f"run_starts-{name}.jsonl")
-    return IngestorProcess(tmp_path, own)
 
 
 def owned(ingestor: IngestorProcess) -> set[str]:
