@@ -735,13 +735,15 @@ class RunStartStore:
         import fcntl
 
         self.path = path
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._lock = open(f"{path}.lock", "a", encoding="utf-8")
         try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self._lock = open(f"{path}.lock", "a", encoding="utf-8")
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise ConfigError(f"options.run_start_state_file: {path} is in use by another running instance; "
                               "give each instance a file of its own") from None
+        except OSError as e:
+            raise ConfigError(f"options.run_start_state_file: {path}: {e.strerror}") from None
         try:
             with open(path, encoding="utf-8") as f:
                 for number, line in enumerate(f, 1):
@@ -749,7 +751,10 @@ class RunStartStore:
         except FileNotFoundError:
             pass
         self.forget_expired(look_at_all=True)
-        self._rewrite()
+        try:
+            self._rewrite()
+        except OSError as e:
+            raise ConfigError(f"options.run_start_state_file: cannot write {path}: {e.strerror}") from None
         logger.info("run starts waiting for their wrdn, read back from %s: %d", path, len(self._waiting))
         return self
 
@@ -2882,6 +2887,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
         return 1
+    except ConfigError as e:  # the run start store's file: taken by another instance, or not writable
+        logger.critical("cannot start: %s", e)
+        return 2
     return 0
 
 

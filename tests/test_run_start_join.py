@@ -138,3 +138,14 @@ def test_a_run_start_older_than_the_age_bound_is_forgotten_also_across_a_restart
     assert [(x["job_id"], x["outcome"]) for x in second.audit()] == [
         (between["job_id"], "ingested"), (abandoned["job_id"], "ingested")]
     assert len(scicat.datasets) == 2
+
+
+def test_a_second_instance_on_the_same_run_start_store_stops_at_start(tmp_path, scicat, kafka_bootstrap, kafka_topic):
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config) as first:
+        first.wait_for_log("read back from")
+        second = IngestorProcess(tmp_path, config).start()
+        assert second.process.wait(60) == 2
+        assert "cannot start: options.run_start_state_file" in second.log()
+        assert "in use by another running instance" in second.log()
+        assert first.running()
