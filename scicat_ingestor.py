@@ -2765,7 +2765,8 @@ def check_config(config: Config) -> int:
     for root in config.files.allowed_roots:
         readable = os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
         report(f"files root {root}", "" if readable else "not a readable folder", "readable")
-    for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file))):
+    for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file)),
+                         ("run start store", os.path.dirname(config.options.run_start_state_file))):
         if folder:
             report(f"{what} folder {folder}", "" if folder_writable(folder) else "not writable", "writable")
     return 1 if failures else 0

@@ -31,7 +31,7 @@ from kafka_broker import TansuBroker, create_topic  # noqa: E402
 POOL_TOPIC, STATUS_TOPIC, CONTROL_TOPIC = "ess_filewriter_pool", "ess_filewriter_status", "dream_filewriter"
 TOPICS = (POOL_TOPIC, STATUS_TOPIC, CONTROL_TOPIC)
 # Short, so the job whose writer dies is reported within the demo.
-JOB_SILENCE_S = 4
+JOB_SILENCE_S = 6
 # The ingestor's summary of each file it handled.
 INGESTED = re.compile(
     r"ingested job (?P<job>\S+): file (?P<file>\S+), proposal (?P<proposal>\S+), "
