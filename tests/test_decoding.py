@@ -18,6 +18,7 @@ from streaming_data_types.status_x5f2 import serialise_x5f2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scicat_ingestor as si  # noqa: E402
+from ingestor_harness import wait_until  # noqa: E402
 
 MODERN_STRUCTURE = {"children": [{"name": "entry", "type": "group", "children": [
     {"module": "dataset", "config": {"name": "experiment_identifier", "values": "443503"}},
@@ -182,3 +183,21 @@ def test_the_store_file_survives_a_restart_bounded_and_compacted(tmp_path, caplo
     with pytest.raises(si.ConfigError, match="in use by another running instance"):
         si.RunStartStore(capacity=5).open(path)
     again.close()
+
+
+def test_the_watchdog_counts_a_job_once_whatever_topic_shows_it_first_and_reports_once():
+    reports = []
+    watchdog = si.JobWatchdog(silence_s=0.2, capacity=10, report=lambda *r: reports.append(r[:3]))
+    start = si.RunStart(job_id="a", filename="/a.hdf")
+    watchdog.started(start)
+    watchdog.started(start)  # the echo on the control topic
+    watchdog.answered(si.JobAnswer("b", start_failed=True, message="no disk"))  # before b's pl72 came
+    watchdog.started(si.RunStart(job_id="b", filename="/b.hdf"))
+    watchdog.finished("c")  # its pl72 on a partition not read yet
+    watchdog.started(si.RunStart(job_id="c", filename="/c.hdf"))
+    assert reports == [("failed_to_start", "b", "")]
+    wait_until(lambda: watchdog.check() or reports[1:], 10, "a silent report")
+    watchdog.check()
+    assert reports[1:] == [("silent", "a", "/a.hdf")]
+    watchdog.finished("a")  # came after all: counted finished, not silent again
+    assert dict(watchdog.counts) == {"started": 3, "failed_to_start": 1, "finished": 2, "silent": 1}
