@@ -13,6 +13,8 @@ The file reads top to bottom like the data flows:
 1. configuration      the JSON file, checked strictly at start
 1b. the log           escaping, redaction, repeated warnings
 2. decoding           Kafka payloads -> RunStart / FinishedWriting
+2b. run start store   run starts waiting for their wrdn, on disk across restarts
+2c. job watchdog      the writer's failed starts and silent jobs
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
 4. building           pure functions: dataset and origdatablock payloads
@@ -187,9 +189,13 @@ class OptionsConfig:
     log_message_prefix: str = " SFI: "
     dry_run: bool = False
     run_start_cache_size: int = 1000
-    # A run start whose wrdn has not come within this long is forgotten, and no longer holds
-    # its partition's offset back (a writer that died without a wrdn).
+    # A run start whose wrdn has not come within this long is forgotten (a writer that died without a wrdn).
     run_start_max_age_s: float = 7 * 24 * 3600.0
+    # The run starts waiting for their wrdn, kept across restarts; one file per instance.
+    # Relative to the config file.
+    run_start_state_file: str = "run_starts.jsonl"
+    # A job heard of neither by heartbeat nor by wrdn for this long is reported silent; 0: not watched.
+    job_silence_s: float = 600.0
     stats_interval_s: float = 60.0
     # Before creating a dataset, look for one with the same job id.
     check_by_job_id: bool = True
@@ -417,6 +423,10 @@ def _check_values(config: Config) -> None:
         raise ConfigError("options.run_start_cache_size: must be at least 1")
     if config.options.run_start_max_age_s <= 0:
         raise ConfigError("options.run_start_max_age_s: must be > 0")
+    if not config.options.run_start_state_file:
+        raise ConfigError("options.run_start_state_file: empty; run starts waiting for their wrdn need a file")
+    if config.options.job_silence_s < 0:
+        raise ConfigError("options.job_silence_s: must be >= 0 (0 turns the watch of silent jobs off)")
     if config.options.graylog_protocol not in GRAYLOG_PROTOCOLS:
         raise ConfigError(f"options.graylog_protocol: expected one of {', '.join(GRAYLOG_PROTOCOLS)}")
     if not 0 <= config.health.port <= 65535:
@@ -529,6 +539,7 @@ def load_config(path: str, dry_run: bool = False) -> Config:
     config.spool.directory = os.path.join(here, config.spool.directory)
     if config.audit.file:
         config.audit.file = os.path.join(here, config.audit.file)
+    config.options.run_start_state_file = os.path.join(here, config.options.run_start_state_file)
     return config
 
 
@@ -653,8 +664,11 @@ class RepeatFilter(logging.Filter):
 
 SCHEMA_RUN_START = "pl72"
 SCHEMA_FINISHED_WRITING = "wrdn"
+# Read for the watchdog of the writer's jobs (section 2c) only.
+SCHEMA_ANSWER = "answ"
+SCHEMA_HEARTBEAT = "x5f2"
 # What the file writer also sends on its command and control topics.
-SCHEMAS_PASSED_OVER = ("answ", "x5f2", "6s4t")
+SCHEMAS_PASSED_OVER = ("6s4t",)
 PREVIEW_BYTES = 32
 # Deeper JSON in a message is dropped with a warning. Real metadata nests a few levels, a
 # nexus_structure some 20; MongoDB, under SciCat, refuses documents nested over 100.
@@ -694,13 +708,30 @@ class FinishedWriting:
 
 
 @dataclass
+class JobAnswer:
+    """The writer's answer to a command (answ): whether a job's start failed."""
+
+    job_id: str
+    start_failed: bool
+    message: str = ""
+
+
+@dataclass
+class Heartbeat:
+    """The writer's status (x5f2): the job it is writing, if any ("" when idle)."""
+
+    job_id: str
+    file_name: str = ""
+
+
+@dataclass
 class PassedOver:
     """A well-formed message that is not ours to act on."""
 
     schema: str
 
 
-Message = Union[RunStart, FinishedWriting, PassedOver]
+Message = Union[RunStart, FinishedWriting, JobAnswer, Heartbeat, PassedOver]
 
 # Values of the run start's nexus_structure worth keeping: /entry/<name>.
 STRUCTURE_VALUE_NAMES = ("experiment_identifier", "title", "experiment_description", "entry_identifier")
@@ -822,12 +853,29 @@ def decode_finished_writing(payload: bytes) -> FinishedWriting:
     )
 
 
+def decode_answer(payload: bytes) -> JobAnswer:
+    from streaming_data_types.action_response_answ import ActionOutcome, ActionType, deserialise_answ
+
+    info = deserialise_answ(payload)
+    return JobAnswer(job_id=info.job_id, message=info.message,
+                     start_failed=info.action == ActionType.StartJob and info.outcome == ActionOutcome.Failure)
+
+
+def decode_heartbeat(payload: bytes) -> Heartbeat:
+    from streaming_data_types.status_x5f2 import deserialise_x5f2
+
+    status, _ = parse_metadata_json(deserialise_x5f2(payload).status_json)
+    # kafka-to-nexus names the file "file_being_written"; an idle writer names no job.
+    return Heartbeat(job_id=str(status.get("job_id") or ""), file_name=str(status.get("file_being_written") or ""))
+
+
 def decode_message(payload: bytes) -> Message:
     """Decode one Kafka payload; raise UndecodableMessage with the reason."""
     from streaming_data_types import DESERIALISERS
 
     schema = schema_of(payload)
-    decoders = {SCHEMA_RUN_START: decode_run_start, SCHEMA_FINISHED_WRITING: decode_finished_writing}
+    decoders = {SCHEMA_RUN_START: decode_run_start, SCHEMA_FINISHED_WRITING: decode_finished_writing,
+                SCHEMA_ANSWER: decode_answer, SCHEMA_HEARTBEAT: decode_heartbeat}
     if schema not in decoders:
         if schema in SCHEMAS_PASSED_OVER or schema in DESERIALISERS:
             return PassedOver(schema)
@@ -836,7 +884,7 @@ def decode_message(payload: bytes) -> Message:
         message = decoders[schema](payload)
     except Exception as e:  # a damaged FlatBuffer fails in many ways
         raise UndecodableMessage(f"damaged {schema} message: {type(e).__name__}: {e}") from None
-    if not message.job_id:
+    if not message.job_id and schema in (SCHEMA_RUN_START, SCHEMA_FINISHED_WRITING):
         raise UndecodableMessage(f"{schema} message without a job id")
     return message
 
@@ -847,74 +895,264 @@ def preview(payload: bytes) -> str:
     return head.hex(" ") + more
 
 
+# =============================================================================
+# 2b. Run starts waiting for their wrdn, kept on disk
+# =============================================================================
+#
+# A run lasts seconds to days, and the real file writer sends every message
+# unkeyed: a run start and its wrdn may come on different partitions, even on
+# different topics (the job pool and the instrument's control topic). So a run
+# start is not kept by holding its partition's committed offset back (a week
+# of files read again at each restart), but in a JSON-lines file of our own,
+# fsynced before its offset is committed: a restart reads it back, and Kafka
+# delivers again only what was not handled yet.
+
+
 @dataclass
 class WaitingRunStart:
-    """A run start waiting for its wrdn, and where it came from: its partition's offset
-    is not committed past it, so a restart or the partition's next owner reads it again."""
-
     run_start: RunStart
-    topic: str
-    partition: int
-    offset: int
     # Seconds since the epoch, from Kafka's timestamp: the age survives a restart.
     sent_at: float
 
 
-class RunStartCache:
-    """The run starts waiting for their wrdn, oldest dropped first.
+class RunStartStore:
+    """The run starts waiting for their wrdn, and the jobs finished lately.
 
     Bounded in number and in age: a facility runs for months, and a run whose
-    wrdn never comes must neither keep memory nor hold its partition's offset
-    back forever.
+    wrdn never comes must keep neither memory nor disk. Finished jobs are kept
+    (as many as run starts) so that a copy of a run start read after its wrdn
+    (the job pool's, or one read again) is known as done and not kept waiting.
+    Without open() it lives in memory only (tests, benchmarks).
     """
 
     def __init__(self, capacity: int, max_age_s: float = math.inf):
         self.capacity = capacity
         self.max_age_s = max_age_s
-        self._by_job: OrderedDict[str, WaitingRunStart] = OrderedDict()
+        self.path = ""
+        self._waiting: OrderedDict[str, WaitingRunStart] = OrderedDict()
+        self._finished: OrderedDict[str, None] = OrderedDict()
+        self._file: Optional[typing.TextIO] = None
+        self._lock: Optional[typing.TextIO] = None
+        self._lines = 0  # in the file now; rewritten when mostly history
 
-    def remember(self, run_start: RunStart, topic: str = "", partition: int = -1, offset: int = -1,
-                 sent_at: float = 0.0) -> None:
-        self._by_job[run_start.job_id] = WaitingRunStart(run_start, topic, partition, offset, sent_at or time.time())
-        self._by_job.move_to_end(run_start.job_id)
-        while len(self._by_job) > self.capacity:
-            self._forget(next(iter(self._by_job)), f"and {self.capacity} newer run starts wait")
+    # -- the file --------------------------------------------------------------
 
-    def forget_expired(self) -> None:
-        """Forget the run starts older than max_age_s. Only the oldest remembered are looked at, so
-        this is cheap enough for every poll; Kafka's timestamps come nearly in that order."""
+    def open(self, path: str) -> "RunStartStore":
+        """Take the file (one instance per file), read it back, and write it anew, compacted."""
+        import fcntl
+
+        self.path = path
+        try:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            self._lock = open(f"{path}.lock", "a", encoding="utf-8")
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(f"options.run_start_state_file: {path} is in use by another running instance; "
+                              "give each instance a file of its own") from None
+        except OSError as e:
+            raise ConfigError(f"options.run_start_state_file: {path}: {e.strerror}") from None
+        try:
+            with open(path, encoding="utf-8") as f:
+                for number, line in enumerate(f, 1):
+                    self._replay(line, number)
+        except FileNotFoundError:
+            pass
+        self.forget_expired(look_at_all=True)
+        try:
+            self._rewrite()
+        except OSError as e:
+            raise ConfigError(f"options.run_start_state_file: cannot write {path}: {e.strerror}") from None
+        logger.info("run starts waiting for their wrdn, read back from %s: %d", path, len(self._waiting))
+        return self
+
+    def _replay(self, line: str, number: int) -> None:
+        try:
+            record = json.loads(line)
+            if "finished" in record:
+                self._mark_finished(record["finished"])
+            else:
+                self._keep(WaitingRunStart(RunStart(**record["start"]), float(record["sent_at"])))
+        except (ValueError, TypeError, KeyError) as e:  # a line torn by a crash
+            logger.warning("%s line %d: cannot read it (%s); passed over", self.path, number, e)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            return
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._lines += 1
+        if self._lines > 2 * (len(self._waiting) + len(self._finished)) + 100:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Write what is kept to a new file, then rename it over the old one: a crash leaves one or the other."""
+        if self._file is not None:
+            self._file.close()
+        new = f"{self.path}.new"
+        with open(new, "w", encoding="utf-8") as f:
+            for job_id in self._finished:
+                f.write(json.dumps({"finished": job_id}) + "\n")
+            for waiting in self._waiting.values():
+                f.write(json.dumps({"start": dataclasses.asdict(waiting.run_start), "sent_at": waiting.sent_at}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(new, self.path)
+        folder = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        self._lines = len(self._finished) + len(self._waiting)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def close(self) -> None:
+        for f in (self._file, self._lock):
+            if f is not None:
+                f.close()
+        self._file = self._lock = None
+
+    # -- what the loop asks ----------------------------------------------------
+
+    def remember(self, run_start: RunStart, sent_at: float = 0.0) -> bool:
+        """Keep a run start until its wrdn; False for a copy of one known already (waiting or finished)."""
+        job_id = run_start.job_id
+        if job_id in self._waiting or job_id in self._finished:
+            return False
+        waiting = WaitingRunStart(run_start, sent_at or time.time())
+        self._keep(waiting)
+        self._append({"start": dataclasses.asdict(run_start), "sent_at": waiting.sent_at})
+        return True
+
+    def _keep(self, waiting: WaitingRunStart) -> None:
+        self._waiting[waiting.run_start.job_id] = waiting
+        while len(self._waiting) > self.capacity:
+            self._forget(next(iter(self._waiting)), f"and {self.capacity} newer run starts wait")
+
+    def finish(self, job_id: str) -> None:
+        """The job's wrdn is handled: its run start goes, and copies of it read later are passed over."""
+        self._waiting.pop(job_id, None)
+        if job_id not in self._finished:
+            self._mark_finished(job_id)
+            self._append({"finished": job_id})
+
+    def _mark_finished(self, job_id: str) -> None:
+        self._waiting.pop(job_id, None)
+        self._finished[job_id] = None
+        while len(self._finished) > self.capacity:
+            self._finished.popitem(last=False)
+
+    def forget_expired(self, look_at_all: bool = False) -> None:
+        """Forget the run starts older than max_age_s. At each poll only the oldest remembered are
+        looked at, which is cheap; Kafka's timestamps come nearly in that order."""
         cutoff = time.time() - self.max_age_s
-        while self._by_job and (oldest := next(iter(self._by_job.values()))).sent_at < cutoff:
+        if look_at_all:
+            for job_id in [job_id for job_id, waiting in self._waiting.items() if waiting.sent_at < cutoff]:
+                self._forget(job_id, f"within {self.max_age_s:.0f} s")
+        while self._waiting and (oldest := next(iter(self._waiting.values()))).sent_at < cutoff:
             self._forget(oldest.run_start.job_id, f"within {self.max_age_s:.0f} s")
 
     def _forget(self, job_id: str, why: str) -> None:
-        dropped = self._by_job.pop(job_id)
+        # No line written: reading the file back applies the same bounds.
+        dropped = self._waiting.pop(job_id)
         logger.warning("forgetting run start of job %s (%s): its wrdn has not come %s", job_id,
                        dropped.run_start.filename, why)
 
-    def forget_partitions(self, partitions: set[tuple[str, int]]) -> None:
-        for job_id in [job_id for job_id, waiting in self._by_job.items()
-                       if (waiting.topic, waiting.partition) in partitions]:
-            del self._by_job[job_id]
-
     def get(self, job_id: str) -> Optional[RunStart]:
-        waiting = self._by_job.get(job_id)
+        waiting = self._waiting.get(job_id)
         return waiting.run_start if waiting else None
 
-    def take(self, job_id: str) -> Optional[RunStart]:
-        waiting = self._by_job.pop(job_id, None)
-        return waiting.run_start if waiting else None
-
-    def oldest_offsets(self) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> the offset of the oldest run start waiting on it."""
-        oldest: dict[tuple[str, int], int] = {}
-        for waiting in self._by_job.values():
-            key = (waiting.topic, waiting.partition)
-            oldest[key] = min(oldest.get(key, waiting.offset), waiting.offset)
-        return oldest
+    def waiting(self) -> list[RunStart]:
+        return [waiting.run_start for waiting in self._waiting.values()]
 
     def __len__(self) -> int:
-        return len(self._by_job)
+        return len(self._waiting)
+
+
+# =============================================================================
+# 2c. A watchdog for the writer's jobs
+# =============================================================================
+#
+# From the messages read anyway: a start the writer answered with a failure,
+# and a job whose heartbeats stopped without a wrdn, are each reported once,
+# so operators learn of a lost file before a scientist asks for it.
+
+JOB_EVENTS = ("started", "finished", "failed_to_start", "silent")
+
+
+@dataclass
+class WatchedJob:
+    file_name: str
+    last_heard: float  # time.monotonic() of its last message
+
+
+class JobWatchdog:
+    """The writer's jobs between their start and their wrdn; reports through `report(event, job_id, file, why)`."""
+
+    def __init__(self, silence_s: float, capacity: int, report: typing.Callable[[str, str, str, str], None]):
+        self.silence_s = silence_s  # 0: silence is not watched
+        self.capacity = capacity
+        self.report = report
+        self.counts: Counter = Counter()  # by JOB_EVENTS
+        self._jobs: OrderedDict[str, WatchedJob] = OrderedDict()
+        # Jobs finished, failed or reported silent: not watched again, nor counted twice.
+        self._done: OrderedDict[str, str] = OrderedDict()  # job id -> how it ended
+
+    def watch(self, job_id: str, file_name: str) -> None:
+        """A job known from before a restart: watched from now."""
+        if job_id not in self._done:
+            self._jobs.setdefault(job_id, WatchedJob(file_name, time.monotonic()))
+
+    def started(self, run_start: RunStart) -> None:
+        if run_start.job_id in self._jobs or run_start.job_id in self._done:
+            self.heard(run_start.job_id)  # the pool's copy and the control topic's are one start
+            return
+        self.counts["started"] += 1
+        self._jobs[run_start.job_id] = WatchedJob(run_start.filename, time.monotonic())
+        while len(self._jobs) > self.capacity:
+            self._jobs.popitem(last=False)
+
+    def heard(self, job_id: str, file_name: str = "") -> None:
+        job = self._jobs.get(job_id)
+        if job is not None:
+            job.last_heard = time.monotonic()
+            job.file_name = job.file_name or file_name
+
+    def answered(self, answer: JobAnswer) -> None:
+        if not answer.job_id:
+            return
+        if not answer.start_failed:
+            self.heard(answer.job_id)
+        elif answer.job_id not in self._done:
+            job = self._jobs.get(answer.job_id)
+            self._end(answer.job_id, "failed_to_start")
+            self.report("failed_to_start", answer.job_id, job.file_name if job else "",
+                        f"the file writer did not start the job: {answer.message or 'no message'}")
+
+    def finished(self, job_id: str) -> None:
+        if job_id not in self._done or self._done.get(job_id) == "silent":
+            self._end(job_id, "finished")
+
+    def _end(self, job_id: str, event: str) -> None:
+        if self._jobs.pop(job_id, None) is None and job_id not in self._done:
+            # Its start came on another topic or partition, not read yet (or by another instance):
+            # a copy read later is not counted again, so count it now.
+            self.counts["started"] += 1
+        self.counts[event] += 1
+        self._done[job_id] = event
+        while len(self._done) > self.capacity:
+            self._done.popitem(last=False)
+
+    def check(self) -> None:
+        """Report the jobs silent for longer than silence_s."""
+        if not self.silence_s:
+            return
+        cutoff = time.monotonic() - self.silence_s
+        for job_id in [job_id for job_id, job in self._jobs.items() if job.last_heard < cutoff]:
+            file_name = self._jobs[job_id].file_name
+            self._end(job_id, "silent")
+            self.report("silent", job_id, file_name,
+                        f"no heartbeat of the job and no wrdn for {self.silence_s:.0f} s: its file may be lost")
 
 
 # =============================================================================
@@ -2323,9 +2561,45 @@ class Spool:
 
     def __init__(self, directory: str):
         self.path = os.path.join(directory, self.FILE_NAME)
+        # What the spool file holds, by spool_key, and the file's (inode, size) when that was read.
+        self._held: set[str] = set()
+        self._held_of: tuple[int, int] = (0, 0)
 
     def add(self, record: dict[str, Any]) -> None:
         append_line_durably(self.path, record)
+
+    def add_once(self, record: dict[str, Any]) -> bool:
+        """Add the record unless the spool file holds one for the same file already: a message
+        read again (after a crash or a rebalance) must not make --replay see a failure twice."""
+        key = spool_key(record)
+        if key in self.holds():
+            return False
+        self.add(record)
+        self._held.add(key)
+        self._held_of = self._file_state()
+        return True
+
+    def holds(self) -> set[str]:
+        """The keys of the records in the spool file, read again only when the file changed
+        (another process added to it, or --replay took it)."""
+        state = self._file_state()
+        if state != self._held_of:
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    self._held = {spool_key(json.loads(line)) for line in f if line.strip()}
+            except FileNotFoundError:
+                self._held = set()
+            except (OSError, ValueError) as e:  # a torn last line; its record is read as is by --replay
+                logger.warning("cannot read %s to look for a record of the same file: %s", self.path, e)
+            self._held_of = state
+        return self._held
+
+    def _file_state(self) -> tuple[int, int]:
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return (0, 0)
+        return (found.st_ino, found.st_size)
 
     @staticmethod
     def take_all(path: str) -> list[dict[str, Any]]:
@@ -2368,11 +2642,12 @@ class PatientWriter:
         self.failing: dict[str, WriteFailure] = {}
         self.repeats = RepeatLimiter(WRITE_FAILURE_LOG_INTERVAL_S)
 
-    def write(self, what: str, path: str, append: typing.Callable[[], None]) -> None:
+    def write(self, what: str, path: str, append: typing.Callable[[], Any]) -> Any:
+        """What append returns, once it did not raise OSError."""
         delay = 1.0
         while True:
             try:
-                append()
+                result = append()
             except OSError as e:
                 since = self.failing[what].since if what in self.failing else utc_now()
                 self.failing[what] = WriteFailure(path, since, str(e.strerror or e))
@@ -2383,12 +2658,21 @@ class PatientWriter:
                 continue
             if self.failing.pop(what, None):
                 logger.warning("the %s %s is written again", what, path)
-            return
+            return result
 
     def state(self, what: str) -> str:
         """Why writing the spool or audit trail fails; "" when it does not."""
         failure = self.failing.get(what)
         return failure.state() if failure else ""
+
+
+def spool_key(record: dict[str, Any]) -> str:
+    """What a spool record is about: the job and file of a finished file, else (a damaged wrdn)
+    the message itself."""
+    finished = record.get("finished")
+    if finished:
+        return json.dumps(["file", finished.get("job_id", ""), finished.get("file_name", "")])
+    return json.dumps(["message", record.get("message_b64", "")])
 
 
 def spool_record(delivery: Optional[Delivery], finished: Optional[FinishedWriting],
@@ -2430,7 +2714,7 @@ class Statistics:
     kafka_state: str = "not checked yet"
     last_poll: float = field(default_factory=time.monotonic)
 
-    def summary(self, waiting_run_starts: int, retries: int, latency: LatencyHistogram) -> str:
+    def summary(self, waiting_run_starts: int, jobs: Counter, retries: int, latency: LatencyHistogram) -> str:
         seen = ", ".join(f"{k} {v}" for k, v in sorted(self.messages.items())) or "none"
         files = ", ".join(f"{k} {self.outcomes[k]}" for k in OUTCOMES)
         created = self.outcomes["ingested"] + self.outcomes["duplicate"]
@@ -2439,7 +2723,8 @@ class Statistics:
         return (
             f"statistics: up {time.monotonic() - self.started:.0f} s; messages: {seen}; files: {files}; "
             f"spooled {self.spooled}; SciCat retries {retries}, {latency.count} requests {latency.mean_ms():.0f} ms "
-            f"mean, {mean_ms:.0f} ms per file; {lag}; run starts waiting {waiting_run_starts}"
+            f"mean, {mean_ms:.0f} ms per file; {lag}; run starts waiting {waiting_run_starts}; writer jobs: "
+            + ", ".join(f"{event.replace('_', ' ')} {jobs[event]}" for event in JOB_EVENTS)
         )
 
 
@@ -2493,7 +2778,10 @@ class Ingestor:
             else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
         )
         self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
-        self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
+        options = config.options
+        # In memory until run() opens its file: --replay and --ingest-file need none.
+        self.run_starts = RunStartStore(options.run_start_cache_size, options.run_start_max_age_s)
+        self.watchdog = JobWatchdog(options.job_silence_s, options.run_start_cache_size, self.report_job)
         self.spool = Spool(config.spool.directory)
         self.writer = PatientWriter(self.wait)
         self.reader = FileReader(config, self.wait)
@@ -2501,8 +2789,7 @@ class Ingestor:
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
         # Handled messages not committed yet: (topic, partition) -> the offset to commit. Those
-        # whose commit failed, those touching no file until the next once-a-second commit, and
-        # those behind a run start still waiting for its wrdn.
+        # whose commit failed, and those touching no file until the next once-a-second commit.
         self.uncommitted: dict[tuple[str, int], int] = {}
         # (topic, partition) -> the offset last committed: a floor that has not moved is not committed again.
         self.committed: dict[tuple[str, int], int] = {}
@@ -2655,21 +2942,34 @@ class Ingestor:
         self.stats.outcomes[outcome.status] += 1
         if outcome.status in ("skipped", "failed"):
             log = logger.warning if outcome.status == "skipped" else logger.error
-            log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
-                else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
-            self.add_to_spool(spool_record(delivery, finished, run_start, outcome.reason, attempts, outcome.pid))
+            spooled = self.spool_once(spool_record(delivery, finished, run_start, outcome.reason, attempts,
+                                                   outcome.pid))
+            log("%s job %s, file %s: %s; %s", "NOT ingesting" if outcome.status == "skipped"
+                else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason,
+                "spooled for --replay" if spooled else "in the spool already (its message came again)")
+        self.audit(finished.job_id, outcome.path or finished.file_name, outcome.status, outcome.reason,
+                   pid=outcome.pid, missing_links=outcome.missing_links,
+                   durations_s={k: round(v, 6) for k, v in outcome.durations.items()})
+
+    def spool_once(self, record: dict[str, Any]) -> bool:
+        """Spool a record unless the spool holds one for the same file (or damaged message) already;
+        a disk that refuses it is waited out."""
+        if not self.writer.write("spool", self.spool.path, lambda: self.spool.add_once(record)):
+            return False
+        self.stats.spooled += 1
+        return True
+
+    def audit(self, job_id: str, file_name: str, outcome: str, reason: str, **more: Any) -> None:
         if self.config.audit.file:
-            line = {
-                "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
-                "outcome": outcome.status, "pid": outcome.pid, "reason": outcome.reason,
-                "missing_links": outcome.missing_links,
-                "durations_s": {k: round(v, 6) for k, v in outcome.durations.items()},
-            }
+            line = {"time": utc_now(), "job_id": job_id, "file": file_name, "outcome": outcome, "reason": reason,
+                    **more}
             self.writer.write("audit", self.config.audit.file, lambda: append_line_durably(self.config.audit.file, line))
 
-    def add_to_spool(self, record: dict[str, Any]) -> None:
-        self.writer.write("spool", self.spool.path, lambda: self.spool.add(record))
-        self.stats.spooled += 1
+    def report_job(self, event: str, job_id: str, file_name: str, why: str) -> None:
+        """The watchdog's report: once per job, in the log and the audit trail."""
+        logger.warning("file writer job %s (%s) %s: %s", job_id, file_name or "file unknown",
+                       event.replace("_", " "), why)
+        self.audit(job_id, file_name, f"job_{event}", why)
 
     # -- one Kafka message -----------------------------------------------------
 
@@ -2687,7 +2987,7 @@ class Ingestor:
             raise
         except Exception as e:
             logger.exception("unexpected error handling the message at %s; spooled for --replay", delivery.where())
-            self.add_to_spool(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
+            self.spool_once(spool_record(delivery, None, None, f"unexpected error: {type(e).__name__}: {e}", 1))
             return True
 
     def handle_message(self, delivery: Delivery) -> bool:
@@ -2700,21 +3000,33 @@ class Ingestor:
                            delivery.where(), e, preview(delivery.payload))
             if delivery.payload[4:8] == SCHEMA_FINISHED_WRITING.encode():
                 # A damaged wrdn may be the only news of a file: keep it for a human.
-                self.add_to_spool(spool_record(delivery, None, None, str(e), 1))
+                self.spool_once(spool_record(delivery, None, None, str(e), 1))
                 return True
             return False
         decode_s = time.monotonic() - started
-        if isinstance(message, PassedOver):
-            self.stats.messages[message.schema] += 1
-            logger.debug("passing over a %s message at %s", message.schema, delivery.where())
+        if isinstance(message, (PassedOver, JobAnswer, Heartbeat)):
+            schema = message.schema if isinstance(message, PassedOver) else delivery.payload[4:8].decode()
+            self.stats.messages[schema] += 1
+            if isinstance(message, JobAnswer):
+                self.watchdog.answered(message)
+                if message.start_failed and message.job_id:  # no wrdn will come for it
+                    self.run_starts.finish(message.job_id)
+            elif isinstance(message, Heartbeat):
+                self.watchdog.heard(message.job_id, message.file_name)
+            logger.debug("passing over a %s message at %s", schema, delivery.where())
             return False
         if message.metadata_error:
             logger.warning("job %s at %s: %s; going on without it", message.job_id, delivery.where(),
                            message.metadata_error)
         if isinstance(message, RunStart):
             self.stats.messages[SCHEMA_RUN_START] += 1
-            logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename, message.run_name)
-            self.run_starts.remember(message, delivery.topic, delivery.partition, delivery.offset, delivery.sent_at)
+            self.watchdog.started(message)
+            # On disk before its offset is committed (the commit comes after handle() returns).
+            if self.run_starts.remember(message, delivery.sent_at):
+                logger.info("run start: job %s, file %s, run %r", message.job_id, message.filename,
+                            message.run_name)
+            else:  # the echo on the control topic of the pool's, or one read again
+                logger.debug("run start of job %s at %s: known already", message.job_id, delivery.where())
             return False
         self.stats.messages[SCHEMA_FINISHED_WRITING] += 1
         run_start = self.run_starts.get(message.job_id)
@@ -2724,9 +3036,9 @@ class Ingestor:
         outcome = self.ingest(message, run_start)
         outcome.durations["decode_s"] = decode_s
         self.record(outcome, message, run_start, delivery)
-        # Only now: a wait abandoned above (stop, rebalance) leaves the run start holding its
-        # offset back, for the wrdn read again.
-        self.run_starts.take(message.job_id)
+        # Only now: a wait abandoned above (stop, rebalance) keeps the run start, for the wrdn read again.
+        self.run_starts.finish(message.job_id)
+        self.watchdog.finished(message.job_id)
         return True
 
     # -- the consumer ----------------------------------------------------------
@@ -2755,17 +3067,12 @@ class Ingestor:
         return kafka_logger
 
     def commit_handled(self, partitions: Optional[set[tuple[str, int]]] = None) -> None:
-        """Commit the offsets of handled messages (on these partitions) not committed yet, but never
-        past a run start still waiting for its wrdn: after a restart, or for the partition's next
-        owner, Kafka delivers it again, and the run and its metadata are not lost."""
+        """Commit the offsets of handled messages (on these partitions) not committed yet. A run start
+        still waiting for its wrdn does not hold them back: it is in the run start store already."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        floors = self.run_starts.oldest_offsets()
-        offsets = []
-        for key, handled in self.uncommitted.items():
-            offset = min(handled, floors.get(key, handled))
-            if (partitions is None or key in partitions) and offset != self.committed.get(key):
-                offsets.append(TopicPartition(*key, offset))
+        offsets = [TopicPartition(*key, offset) for key, offset in self.uncommitted.items()
+                   if (partitions is None or key in partitions) and offset != self.committed.get(key)]
         if partitions is None:
             self.next_commit = time.monotonic() + PASSED_OVER_COMMIT_INTERVAL_S
         if not offsets:
@@ -2783,7 +3090,7 @@ class Ingestor:
             else:
                 key = (tp.topic, tp.partition)
                 self.committed[key] = tp.offset
-                if self.uncommitted.get(key) == tp.offset:  # else held back by a run start: again when it goes
+                if self.uncommitted.get(key) == tp.offset:  # else a newer one came meanwhile
                     del self.uncommitted[key]
 
     def let_go(self, partitions: list[Any]) -> None:
@@ -2794,10 +3101,7 @@ class Ingestor:
         for key in gone:
             self.uncommitted.pop(key, None)
             self.committed.pop(key, None)
-        # Their run starts go too. The new owner reads them again from the committed floor; a copy
-        # kept here would, should the partition come back after that owner handled their wrdn,
-        # hold our commits below the ones it made, and the partition would be read again.
-        self.run_starts.forget_partitions(gone)
+        # Their run starts stay: unkeyed, a job's wrdn may come to us on a partition we keep.
 
     def on_assign(self, _consumer: Any, partitions: list[Any]) -> None:
         logger.info("partitions assigned: %s", partition_names(partitions))
@@ -2824,7 +3128,8 @@ class Ingestor:
         self.stop_requested = True
 
     def log_statistics(self) -> None:
-        logger.info(self.stats.summary(len(self.run_starts), self.catalogue.retries, self.catalogue.latency))
+        logger.info(self.stats.summary(len(self.run_starts), self.watchdog.counts, self.catalogue.retries,
+                                       self.catalogue.latency))
 
     def tick(self) -> None:
         """The chores between two polls: note the loop is alive, check Kafka, log the statistics."""
@@ -2834,6 +3139,7 @@ class Ingestor:
             self.log_reopening_requested = False
             logger.info("SIGHUP received: log files reopened (%s)", ", ".join(reopen_log_files()) or "none")
         self.run_starts.forget_expired()
+        self.watchdog.check()
         if now >= self.next_kafka_check:
             self.check_kafka()
             self.next_kafka_check = time.monotonic() + min(KAFKA_CHECK_INTERVAL_S,
@@ -2879,6 +3185,9 @@ class Ingestor:
             if e.status not in (None, *TRANSIENT_STATUS):
                 raise
             logger.warning("SciCat is not reachable at start (%s); going on, it is tried again for each file", e)
+        self.run_starts.open(self.config.options.run_start_state_file)
+        for run_start in self.run_starts.waiting():
+            self.watchdog.watch(run_start.job_id, run_start.filename)
         self.consumer = Consumer(self.consumer_settings())
         self.consumer.subscribe(kafka.topics, on_assign=self.on_assign, on_revoke=self.on_revoke,
                                 on_lost=self.on_lost)
@@ -2919,6 +3228,7 @@ class Ingestor:
             self.commit_handled()
             self.consumer.close()
             self.reader.close()
+            self.run_starts.close()
             logger.info("consumer closed; stopped")
 
     def ingest_files(self, paths: list[str]) -> int:
@@ -3130,6 +3440,13 @@ class MetricsCollector:
                                 value=int(stats.kafka_ok))
         yield GaugeMetricFamily("scicat_ingestor_run_starts_waiting", "Run starts waiting for their wrdn",
                                 value=len(self.ingestor.run_starts))
+        jobs = CounterMetricFamily("scicat_ingestor_writer_jobs",
+                                   "The file writer's jobs: started, finished, failed to start, gone silent",
+                                   labels=["event"])
+        counts = dict(self.ingestor.watchdog.counts)
+        for event in JOB_EVENTS:
+            jobs.add_metric([event], counts.get(event, 0))
+        yield jobs
 
 
 # Requests answered at once; more wait in the listen queue. Bounded: 100 monitors
@@ -3248,7 +3565,8 @@ def check_config(config: Config) -> int:
     for root in config.files.allowed_roots:
         readable = os.path.isdir(root) and os.access(root, os.R_OK | os.X_OK)
         report(f"files root {root}", "" if readable else "not a readable folder", "readable")
-    for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file))):
+    for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file)),
+                         ("run start store", os.path.dirname(config.options.run_start_state_file))):
         if folder:
             report(f"{what} folder {folder}", "" if folder_writable(folder) else "not writable", "writable")
     return 1 if failures else 0
@@ -3398,6 +3716,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
         return EXIT_LOGIN_REFUSED
+    except ConfigError as e:  # the run start store's file: taken by another instance, or not writable
+        logger.critical("cannot start: %s", e)
+        return EXIT_CONFIG
     except Exception:  # a bug: said in the log, and systemd starts it again
         logger.critical("stopping on an unexpected error (exit status %d: restarted under systemd)", EXIT_FAILED,
                         exc_info=True)

@@ -215,7 +215,8 @@ def measure_ingestors(broker: str, work: Path, burst: list[Run], *, delay_s: flo
         for i in range(instances):
             config = ingestor_config(work, broker, topic, scicat.url, **{
                 "files.checksum": "sha256", "audit.file": str(work / f"audit-{group}-{i}.jsonl"),
-                "spool.directory": str(work / f"spool-{group}-{i}"), **(overrides or {})})
+                "spool.directory": str(work / f"spool-{group}-{i}"),
+                "options.run_start_state_file": str(work / f"run_starts-{group}-{i}.jsonl"), **(overrides or {})})
             config["kafka"]["group_id"] = group
             # INFO as in production: the harness's DEBUG would log every message.
             ingestors.append(IngestorProcess(work, config, "--debug", "INFO").start())

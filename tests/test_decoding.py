@@ -18,6 +18,7 @@ from streaming_data_types.status_x5f2 import serialise_x5f2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scicat_ingestor as si  # noqa: E402
+from ingestor_harness import wait_until  # noqa: E402
 
 MODERN_STRUCTURE = {"children": [{"name": "entry", "type": "group", "children": [
     {"module": "dataset", "config": {"name": "experiment_identifier", "values": "443503"}},
@@ -84,15 +85,27 @@ def test_finished_writing_with_and_without_error():
 
 
 def test_the_writers_other_messages_are_passed_over_by_schema():
-    now = dt.datetime.now(dt.timezone.utc)
     others = {
-        "answ": serialise_answ("fw", "job-1", "cmd", ActionType.StartJob, ActionOutcome.Success, "ok", 0, now),
-        "x5f2": serialise_x5f2("kafka-to-nexus", "6", "fw", "host", 1, 2000, "{}"),
         "6s4t": serialise_6s4t(job_id="job-1", run_name="r", service_id="fw", command_id="c", stop_time=1),
         "f144": serialise_f144("motor", 1.5, 1_700_000_000_000_000_000),
     }
     for schema, payload in others.items():
         assert si.decode_message(payload) == si.PassedOver(schema)
+
+
+def test_answers_and_heartbeats_name_the_job_for_the_watchdog():
+    now = dt.datetime.now(dt.timezone.utc)
+    accepted = serialise_answ("fw", "job-1", "cmd", ActionType.StartJob, ActionOutcome.Success, "ok", 0, now)
+    refused = serialise_answ("fw", "job-2", "cmd", ActionType.StartJob, ActionOutcome.Failure, "no such broker", 0,
+                             now)
+    stop_refused = serialise_answ("fw", "job-3", "cmd", ActionType.SetStopTime, ActionOutcome.Failure, "late", 0, now)
+    assert si.decode_message(accepted) == si.JobAnswer("job-1", start_failed=False, message="ok")
+    assert si.decode_message(refused) == si.JobAnswer("job-2", start_failed=True, message="no such broker")
+    assert not si.decode_message(stop_refused).start_failed
+    writing = json.dumps({"state": "writing", "job_id": "job-1", "file_being_written": "/data/f.hdf"})
+    assert si.decode_message(serialise_x5f2("kafka-to-nexus", "6", "fw", "host", 1, 2000, writing)) == si.Heartbeat(
+        "job-1", "/data/f.hdf")
+    assert si.decode_message(serialise_x5f2("kafka-to-nexus", "6", "fw", "host", 1, 2000, "{}")) == si.Heartbeat("")
 
 
 @pytest.mark.parametrize("payload, reason", [
@@ -119,36 +132,34 @@ def test_preview_shows_the_first_bytes_and_the_length():
     assert long.startswith("00 01 02") and long.endswith("(100 bytes)")
 
 
-def test_run_start_cache_joins_by_job_and_forgets_the_oldest_first(caplog):
-    cache = si.RunStartCache(capacity=2)
+def test_run_start_store_joins_by_job_and_forgets_the_oldest_first(caplog):
+    store = si.RunStartStore(capacity=2)
     for job in ("a", "b", "c"):
-        cache.remember(si.RunStart(job_id=job, filename=f"/{job}.hdf"))
-    assert len(cache) == 2
-    assert cache.take("a") is None  # the oldest went first
+        assert store.remember(si.RunStart(job_id=job, filename=f"/{job}.hdf"))
+    assert len(store) == 2
+    assert store.get("a") is None  # the oldest went first
     assert "forgetting run start of job a" in caplog.text
-    assert cache.take("c").filename == "/c.hdf"
-    assert cache.take("c") is None  # taken once
+    assert store.get("c").filename == "/c.hdf"
+    store.finish("c")
+    assert store.get("c") is None
 
 
-def test_a_run_start_sent_again_counts_as_the_newest():
-    cache = si.RunStartCache(capacity=2)
-    for job in ("a", "b", "a", "c"):
-        cache.remember(si.RunStart(job_id=job, filename=f"/{job}.hdf"))
-    assert cache.take("a") is not None and cache.take("b") is None
+def test_a_copy_of_a_run_start_is_known_waiting_or_finished():
+    store = si.RunStartStore(capacity=10)
+    assert store.remember(si.RunStart(job_id="a", filename="/pool-copy.hdf"))
+    assert not store.remember(si.RunStart(job_id="a", filename="/echo.hdf"))  # the control topic's echo
+    assert store.get("a").filename == "/pool-copy.hdf"
+    store.finish("b")  # its wrdn came first, from another partition
+    assert not store.remember(si.RunStart(job_id="b", filename="/b.hdf")) and store.get("b") is None
 
 
-def test_a_run_start_is_as_old_as_its_kafka_timestamp_so_one_read_again_after_a_restart_ages_on(caplog):
-    cache = si.RunStartCache(capacity=10, max_age_s=60)
-    cache.remember(si.RunStart(job_id="old", filename="/old.hdf"), "t", 0, 5, sent_at=time.time() - 120)
-    cache.remember(si.RunStart(job_id="new", filename="/new.hdf"), "t", 0, 7, sent_at=time.time())
-    cache.remember(si.RunStart(job_id="other", filename="/other.hdf"), "t", 1, 3, sent_at=time.time())
-    assert cache.oldest_offsets() == {("t", 0): 5, ("t", 1): 3}
-    cache.forget_expired()
-    assert cache.get("old") is None
+def test_a_run_start_is_as_old_as_its_kafka_timestamp(caplog):
+    store = si.RunStartStore(capacity=10, max_age_s=60)
+    store.remember(si.RunStart(job_id="old", filename="/old.hdf"), sent_at=time.time() - 120)
+    store.remember(si.RunStart(job_id="new", filename="/new.hdf"), sent_at=time.time())
+    store.forget_expired()
+    assert store.get("old") is None and store.get("new") is not None
     assert "forgetting run start of job old (/old.hdf): its wrdn has not come within 60 s" in caplog.text
-    assert cache.oldest_offsets() == {("t", 0): 7, ("t", 1): 3}
-    cache.forget_partitions({("t", 1)})  # a rebalance took it
-    assert cache.oldest_offsets() == {("t", 0): 7}
 
 
 def deep(levels: int) -> str:
@@ -177,3 +188,44 @@ def test_metadata_as_deep_as_allowed_is_kept():
 def test_metadata_with_an_integer_too_long_to_read_is_dropped_and_the_wrdn_still_decodes():
     message = si.decode_message(wrdn(metadata='{"n": ' + "7" * 5000 + "}"))
     assert message.job_id == "job-1" and message.metadata == {} and "metadata cannot be read" in message.metadata_error
+
+
+def test_the_store_file_survives_a_restart_bounded_and_compacted(tmp_path, caplog):
+    path = str(tmp_path / "state" / "run_starts.jsonl")
+    store = si.RunStartStore(capacity=5, max_age_s=60).open(path)
+    store.remember(si.RunStart(job_id="waits", filename="/w.hdf", metadata={"proposal_id": "1"}))
+    store.remember(si.RunStart(job_id="too-old", filename="/o.hdf"), sent_at=time.time() - 120)
+    for i in range(300):  # runs that start and finish: history, compacted away
+        store.remember(si.RunStart(job_id=f"run-{i}", filename=f"/{i}.hdf"))
+        store.finish(f"run-{i}")
+    store.close()
+    with open(path, "a") as f:
+        f.write('{"start": {"job_id": "torn')  # a crash in the middle of a line
+    lines_before = len(open(path).read().splitlines())
+    again = si.RunStartStore(capacity=5, max_age_s=60).open(path)
+    assert again.get("waits").metadata == {"proposal_id": "1"}
+    assert again.get("too-old") is None and len(again) == 1
+    assert not again.remember(si.RunStart(job_id="run-299", filename="/299.hdf"))  # finished before the restart
+    assert "line %d: cannot read it" % lines_before in caplog.text
+    assert len(open(path).read().splitlines()) <= 1 + 5  # one waiting, five finished kept
+    with pytest.raises(si.ConfigError, match="in use by another running instance"):
+        si.RunStartStore(capacity=5).open(path)
+    again.close()
+
+
+def test_the_watchdog_counts_a_job_once_whatever_topic_shows_it_first_and_reports_once():
+    reports = []
+    watchdog = si.JobWatchdog(silence_s=0.2, capacity=10, report=lambda *r: reports.append(r[:3]))
+    start = si.RunStart(job_id="a", filename="/a.hdf")
+    watchdog.started(start)
+    watchdog.started(start)  # the echo on the control topic
+    watchdog.answered(si.JobAnswer("b", start_failed=True, message="no disk"))  # before b's pl72 came
+    watchdog.started(si.RunStart(job_id="b", filename="/b.hdf"))
+    watchdog.finished("c")  # its pl72 on a partition not read yet
+    watchdog.started(si.RunStart(job_id="c", filename="/c.hdf"))
+    assert reports == [("failed_to_start", "b", "")]
+    wait_until(lambda: watchdog.check() or reports[1:], 10, "a silent report")
+    watchdog.check()
+    assert reports[1:] == [("silent", "a", "/a.hdf")]
+    watchdog.finished("a")  # came after all: counted finished, not silent again
+    assert dict(watchdog.counts) == {"started": 3, "failed_to_start": 1, "finished": 2, "silent": 1}

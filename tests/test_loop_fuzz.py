@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -87,7 +88,8 @@ def test_truncated_and_bit_flipped_messages_never_stop_the_loop(payload, data):
 @given(st.text(max_size=80))
 def test_metadata_that_is_not_json_still_ingests_or_spools_the_file(metadata):
     ingestor = dry_run_ingestor()
-    wrdn = serialise_wrdn(service_id="fw", job_id="job-2", error_encountered=False,
+    # A job of its own each time: a failure of the same job and file is spooled only once.
+    wrdn = serialise_wrdn(service_id="fw", job_id=f"job-{uuid.uuid4()}", error_encountered=False,
                           file_name="/nonexistent/y.hdf", metadata=metadata)
     ingestor.handle(si.Delivery(wrdn, "t", 0, 1))
     # The file does not exist: the outcome is a failure, recorded, not an exception.
@@ -105,3 +107,17 @@ def test_a_damaged_wrdn_is_kept_in_the_spool_for_a_human():
     record = json.loads(lines[-1])
     assert (record["topic"], record["partition"], record["offset"]) == ("commands", 3, 42)
     assert "damaged wrdn" in record["reason"] and record["message_b64"]
+
+
+def test_a_failure_delivered_again_is_spooled_once_until_replay_takes_it():
+    ingestor = dry_run_ingestor()
+    damaged = si.Delivery(b"\x00\x00\x00\x00wrdn" + uuid.uuid4().bytes, "commands", 0, 7)
+    missing = si.Delivery(serialise_wrdn(service_id="fw", job_id=f"job-{uuid.uuid4()}", error_encountered=False,
+                                         file_name="/nonexistent/z.hdf"), "commands", 0, 8)
+    for delivery in (damaged, missing, damaged, missing):
+        assert ingestor.handle(delivery)
+    assert ingestor.stats.outcomes["failed"] == 2 and ingestor.stats.spooled == 2
+    records = si.Spool.take_all(ingestor.spool.path)  # what --replay does first
+    assert len(records) >= 2
+    ingestor.handle(missing)  # failing again after the replay took the spool: a record again
+    assert ingestor.stats.spooled == 3

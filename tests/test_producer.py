@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import h5py
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streaming_data_types import DESERIALISERS
+from streaming_data_types.action_response_answ import ActionOutcome
 from streaming_data_types.utils import get_schema
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +27,14 @@ import scicat_ingestor as si  # noqa: E402
 
 def read_topic(bootstrap: str, topic: str, at_least: int, timeout: float = 20) -> list:
     """Every message of the topic's one partition, from the start."""
+    return read_topics(bootstrap, [topic], at_least, timeout)
+
+
+def read_topics(bootstrap: str, topics: list[str], at_least: int, timeout: float = 20) -> list:
+    """Every message of the topics' first partitions, from the start, each topic in its order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:6]}",
                          "enable.auto.commit": False, "log_level": 0})
-    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING) for topic in topics])
     messages, deadline = [], time.monotonic() + timeout
     while len(messages) < at_least and time.monotonic() < deadline:
         msg = consumer.poll(0.5)
@@ -83,8 +91,8 @@ def test_the_ingestor_reads_back_what_the_producer_wrote(tmp_path):
 
 
 @pytest.mark.integration
-def test_runs_are_announced_like_the_file_writer_announces_them(tmp_path, kafka_bootstrap, kafka_topic):
-    result = run_producer("--broker", kafka_bootstrap, "--topic", kafka_topic, "--count", "3", "--noise",
+def test_keyed_runs_are_announced_on_one_topic_keyed_by_job_id(tmp_path, kafka_bootstrap, kafka_topic):
+    result = run_producer("--broker", kafka_bootstrap, "--keyed", "--topic", kafka_topic, "--count", "3", "--noise",
                           "--output-dir", str(tmp_path), "--metadata", '{"proposal_id": "1"}')
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
@@ -108,8 +116,46 @@ def test_runs_are_announced_like_the_file_writer_announces_them(tmp_path, kafka_
 
 
 @pytest.mark.integration
+def test_by_default_runs_go_as_the_real_writer_sends_them(tmp_path, kafka_bootstrap):
+    """Unkeyed; the pl72 to the pool and echoed on the control topic, where the writer's integration test
+    asserts pl72, answ, x5f2 x >= 6, 6s4t, answ, wrdn; a refused start answered on the status topic."""
+    from kafka_broker import create_topic
+
+    pool, status, control = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("pool", "status", "control"))
+    for topic in (pool, status, control):
+        create_topic(kafka_bootstrap, topic)
+    result = run_producer("--broker", kafka_bootstrap, "--pool-topic", pool, "--status-topic", status,
+                          "--control-topic", control, "--count", "2", "--failed-starts", "1", "--abandoned", "1",
+                          "--overlap", "3", "--output-dir", str(tmp_path), "--metadata", '{"proposal_id": "1"}')
+    assert result.returncode == 0, result.stderr
+    fates = Counter(line.split("  ")[2].split()[-1] for line in result.stdout.strip().splitlines())
+    assert fates == {"bytes": 2, "start": 1, "abandoned": 1}
+    # 4 pl72 to the pool, 1 refused start; 3 echoes, 3 answ, 2x8 + 2 x5f2, 2x(6s4t, answ, wrdn)
+    messages = read_topics(kafka_bootstrap, [pool, status, control], at_least=4 + 1 + 3 + 3 + 18 + 6)
+    assert all(msg.key() is None for msg in messages)
+    pooled = [decoded(m) for m in messages if m.topic() == pool]
+    assert [schema for schema, _ in pooled] == ["pl72"] * 4
+    assert all(start.control_topic == control for _, start in pooled)
+    [(schema, refusal)] = [decoded(m) for m in messages if m.topic() == status]
+    assert schema == "answ" and refusal.outcome == ActionOutcome.Failure
+    by_job: dict[str, list[str]] = {}
+    for msg in (m for m in messages if m.topic() == control):
+        schema, content = decoded(msg)
+        job_id = json.loads(content.status_json)["job_id"] if schema == "x5f2" else content.job_id
+        by_job.setdefault(job_id, []).append(schema)
+    finished = [schemas for schemas in by_job.values() if schemas[-1] == "wrdn"]
+    assert len(finished) == 2 and refusal.job_id not in by_job
+    for schemas in finished:
+        assert schemas == ["pl72", "answ", *["x5f2"] * 6, "6s4t", "answ", "wrdn"]
+    [abandoned] = [schemas for schemas in by_job.values() if schemas[-1] != "wrdn"]
+    assert abandoned == ["pl72", "answ", "x5f2", "x5f2"]
+    heartbeat = next(decoded(m)[1] for m in messages if m.topic() == control and decoded(m)[0] == "x5f2")
+    assert set(json.loads(heartbeat.status_json)) >= {"job_id", "file_being_written"}
+
+
+@pytest.mark.integration
 def test_error_runs_are_finished_with_error_encountered(tmp_path, kafka_bootstrap, kafka_topic):
-    result = run_producer("--broker", kafka_bootstrap, "--topic", kafka_topic, "--error", "--output-dir",
+    result = run_producer("--broker", kafka_bootstrap, "--keyed", "--topic", kafka_topic, "--error", "--output-dir",
                           str(tmp_path), "--quiet")
     assert result.returncode == 0 and result.stdout == ""
     [finish] = [m for _, s, m in ((None, *decoded(x)) for x in read_topic(kafka_bootstrap, kafka_topic, 2))
@@ -134,7 +180,8 @@ def test_metadata_must_be_a_json_object():
 def test_help_names_every_option():
     result = run_producer("--help")
     for option in ("--broker", "--topic", "--count", "--rate", "--output-dir", "--instrument", "--proposal",
-                   "--events", "--metadata", "--error", "--noise", "--control-topic"):
+                   "--events", "--metadata", "--error", "--noise", "--control-topic", "--keyed", "--pool-topic",
+                   "--status-topic", "--overlap", "--heartbeats", "--failed-starts", "--abandoned", "--partitions"):
         assert option in result.stdout
 
 
@@ -145,7 +192,7 @@ def test_the_producer_drives_the_ingestor_end_to_end(tmp_path, kafka_bootstrap, 
 
     config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
     with IngestorProcess(tmp_path, config) as ingestor:
-        result = run_producer("--broker", kafka_bootstrap, "--topic", kafka_topic, "--count", "4", "--noise",
+        result = run_producer("--broker", kafka_bootstrap, "--keyed", "--topic", kafka_topic, "--count", "4", "--noise",
                               "--proposal", "987654", "--events", "5000", "--output-dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
         runs = [line.split() for line in result.stdout.strip().splitlines()]  # job id, path, size, "bytes"

@@ -1,5 +1,6 @@
-"""A run start survives a restart until its finish comes: the group's committed offset is
-never past a run start still waiting for its wrdn, so Kafka delivers it again."""
+"""A run start survives a restart until its finish comes: it is kept in the run start store
+(options.run_start_state_file), and the committed offset is never held back for it, so a
+restart reads nothing again that it handled already."""
 
 from __future__ import annotations
 
@@ -50,14 +51,15 @@ def started_then_finished_after(stop, tmp_path, writer, scicat, kafka_bootstrap,
     first = IngestorProcess(tmp_path, config).start()
     run = writer.run(metadata=json.dumps(RUN_METADATA), send_finish=False)
     first.wait_for_log(f"run start: job {run['job_id']}")
-    # The handled run start is committed within a second, but not past itself (it is at offset 0).
-    wait_until(lambda: committed_offset(kafka_bootstrap, config) >= 0, 30, "a commit")
-    assert committed_offset(kafka_bootstrap, config) == 0
+    # The handled run start is committed within a second, past itself: the store keeps it.
+    wait_until(lambda: committed_offset(kafka_bootstrap, config) == 1, 30, "the run start's offset committed")
     stop(first)
     writer.finish(run)
     with IngestorProcess(tmp_path, config) as second:
         wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the dataset")
-        assert "without its run start" not in second.log()
+        log = second.log()
+        assert "without its run start" not in log
+        assert "read back from" in log and f"run start: job {run['job_id']}" not in log  # not read from Kafka again
     [dataset] = scicat.datasets_for_job(run["job_id"])
     assert_built_with_its_run_start(dataset, run)
     assert len(scicat.datasets) == 1
@@ -94,10 +96,10 @@ def test_a_run_start_survives_a_stop_while_its_wrdn_waits_for_the_file(tmp_path,
 
 
 @pytest.mark.parametrize("pid_prefix", ["", "20.500.12269"])
-def test_interleaved_runs_over_a_restart_each_have_one_dataset_the_waiting_one_with_its_run_start(
+def test_interleaved_runs_over_a_restart_each_have_one_dataset_and_none_is_handled_again(
         tmp_path, writer, scicat, kafka_bootstrap, kafka_topic, pid_prefix):
-    """A starts, B starts and finishes, restart, A finishes: Kafka delivers from A's run start
-    again, so B's wrdn comes a second time and is an audited duplicate, not a second dataset."""
+    """A starts, B starts and finishes, restart, A finishes: A's open run start does not make
+    the restart read B's wrdn again, and A's dataset has its run start's metadata."""
     config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"dataset.pid_prefix": pid_prefix})
     with IngestorProcess(tmp_path, config) as first:
         a = writer.run(metadata=json.dumps(RUN_METADATA), send_finish=False)
@@ -107,11 +109,9 @@ def test_interleaved_runs_over_a_restart_each_have_one_dataset_the_waiting_one_w
     writer.finish(a)
     with IngestorProcess(tmp_path, config) as second:
         wait_until(lambda: one_dataset_each(scicat, [a]), 60, "A's dataset")
-        wait_until(lambda: len(second.audit()) >= 3, 30, "three outcomes")
-    # One audit trail for both lives: B ingested, then B again from A's run start on, and A.
-    assert [(x["job_id"], x["outcome"]) for x in second.audit()] == [
-        (b["job_id"], "ingested"), (b["job_id"], "duplicate"), (a["job_id"], "ingested")]
-    assert "files: ingested 1, duplicate 1, skipped 0, failed 0" in second.log()  # its last statistics line
+        second.wait_for_log("files: ingested 1, duplicate 0, skipped 0, failed 0")  # a statistics line after A
+    # One audit trail for both lives: B, then A; B not again.
+    assert [(x["job_id"], x["outcome"]) for x in second.audit()] == [(b["job_id"], "ingested"), (a["job_id"], "ingested")]
     assert one_dataset_each(scicat, [a, b]) and len(scicat.datasets) == 2
     [dataset] = scicat.datasets_for_job(a["job_id"])
     assert_built_with_its_run_start(dataset, a)
@@ -119,23 +119,33 @@ def test_interleaved_runs_over_a_restart_each_have_one_dataset_the_waiting_one_w
         assert all(pid.startswith(f"{pid_prefix}/") for pid in scicat.datasets)
 
 
-def test_a_run_start_older_than_the_age_bound_no_longer_holds_the_offset_back(
+def test_a_run_start_older_than_the_age_bound_is_forgotten_also_across_a_restart(
         tmp_path, writer, scicat, kafka_bootstrap, kafka_topic):
     config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
                              **{"options.run_start_max_age_s": 3})
     with IngestorProcess(tmp_path, config) as first:
-        abandoned = writer.run(send_finish=False)  # offset 0: a writer that died without a wrdn
-        between = writer.run()  # offsets 1 and 2
+        abandoned = writer.run(metadata=json.dumps(RUN_METADATA), send_finish=False)  # a writer that died
+        between = writer.run()
         wait_until(lambda: one_dataset_each(scicat, [between]), 60, "the dataset of the run in between")
         first.wait_for_log(f"forgetting run start of job {abandoned['job_id']}")
-        wait_until(lambda: committed_offset(kafka_bootstrap, config) == 3, 30, "everything handled committed")
     with IngestorProcess(tmp_path, config) as second:
-        after = writer.run()
-        wait_until(lambda: one_dataset_each(scicat, [after]), 60, "the dataset of the run after the restart")
-        wait_until(lambda: len(second.audit()) >= 2, 30, "the outcome")
+        second.wait_for_log("run starts waiting for their wrdn, read back from")
+        writer.finish(abandoned)  # came after all, too late for its run start
+        wait_until(lambda: one_dataset_each(scicat, [abandoned]), 60, "the late run's dataset")
         log = second.log()
-    # Neither the forgotten run start nor the run in between was read again.
+    assert "read back from" in log and log.split("read back from", 1)[1].split("\n", 1)[0].endswith(": 0")
+    assert f"finished writing job {abandoned['job_id']} without its run start" in log
     assert [(x["job_id"], x["outcome"]) for x in second.audit()] == [
-        (between["job_id"], "ingested"), (after["job_id"], "ingested")]
-    assert f"run start: job {abandoned['job_id']}" not in log
+        (between["job_id"], "ingested"), (abandoned["job_id"], "ingested")]
     assert len(scicat.datasets) == 2
+
+
+def test_a_second_instance_on_the_same_run_start_store_stops_at_start(tmp_path, scicat, kafka_bootstrap, kafka_topic):
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    with IngestorProcess(tmp_path, config) as first:
+        first.wait_for_log("read back from")
+        second = IngestorProcess(tmp_path, config).start()
+        assert second.process.wait(60) == 2
+        assert "cannot start: options.run_start_state_file" in second.log()
+        assert "in use by another running instance" in second.log()
+        assert first.running()

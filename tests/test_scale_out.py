@@ -48,6 +48,7 @@ def member(tmp_path, config: dict, name: str) -> IngestorProcess:
     own = copy.deepcopy(config)
     own["audit"]["file"] = str(tmp_path / f"audit-{name}.jsonl")
     own["spool"]["directory"] = str(tmp_path / f"spool-{name}")
+    own["options"]["run_start_state_file"] = str(tmp_path / f"run_starts-{name}.jsonl")
     return IngestorProcess(tmp_path, own)
 
 

@@ -1,21 +1,25 @@
 #!/usr/bin/env python3
 """A file-writer stand-in: run start, a real NeXus file, finished writing.
 
-Behaves like the ESS file writer (kafka-to-nexus) for one or many runs, so the
-ingestor can be driven without a facility:
+Behaves like the ESS experiment control (NICOS) and file writer (kafka-to-nexus)
+for one or many runs, so the ingestor can be driven without a facility. By
+default as a real deployment does (shared/docs/file-writer-messages.md), every
+message with a null key:
 
-1. sends a pl72 run start (job id, absolute file name, run name, instrument,
-   start time, a small nexus_structure, metadata);
-2. writes the NeXus file with h5py in the layout real ESS files have, to a
-   temporary name first, then renamed into place (the writer closes the file
-   before it reports);
-3. sends a wrdn finished writing for the same job, with the run start's
-   metadata copied, as the writer does.
+1. the pl72 run start (job id, absolute file name, run name, instrument, start
+   time, a small nexus_structure, metadata) to the job-pool topic;
+2. the writer's echo of it on the instrument's control topic, then there an
+   answ (start accepted) and x5f2 heartbeats naming the job and file;
+3. the NeXus file, written with h5py in the layout real ESS files have, to a
+   temporary name first, then renamed into place;
+4. on the control topic: 6s4t (the stop), answ (stop accepted), and the wrdn
+   finished writing with the run start's metadata copied.
 
-Both messages are keyed by job id, as a well-configured writer keys them, so
-they land on the same partition and arrive in order.
+Several instruments (a control topic each), overlapping runs, starts the writer
+refuses and jobs whose writer dies are options. --keyed is the old mode: pl72,
+optional noise and wrdn on one topic, keyed by job id.
 
-    ./producer.py --broker localhost:9092 --count 5 --noise --output-dir /tmp/nexus
+    ./producer.py --broker localhost:9092 --count 5 --overlap 3 --output-dir /tmp/nexus
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Optional
 
 import h5py
@@ -101,6 +106,21 @@ def make_finished_writing(*, job_id: str, file_name: str, metadata: Optional[str
         service_id=writer_id or service_id(), job_id=job_id, error_encountered=error, file_name=file_name,
         metadata=metadata, message=message,
     )
+
+
+def make_answer(*, job_id: str, writer: str, action: int = ActionType.StartJob, failed: bool = False,
+                message: str = "") -> bytes:
+    outcome = ActionOutcome.Failure if failed else ActionOutcome.Success
+    return serialise_answ(writer, job_id, str(uuid.uuid4()), action, outcome, message or
+                          ("job started" if action == ActionType.StartJob else "stop time set"),
+                          500 if failed else 0, dt.datetime.now(dt.timezone.utc))
+
+
+def make_heartbeat(*, writer: str, job_id: str = "", file_name: str = "") -> bytes:
+    """The writer's x5f2 status; while writing its status_json names the job and the file."""
+    status = {"state": "writing", "job_id": job_id, "file_being_written": file_name} if job_id else {"state": "idle"}
+    return serialise_x5f2("kafka-to-nexus", "6.0.0", writer, socket.gethostname(), os.getpid(), 2000,
+                          json.dumps(status))
 
 
 def make_noise(*, job_id: str) -> list[bytes]:
@@ -192,6 +212,60 @@ def _write_log(log: h5py.Group, start_time: float) -> None:
     value.attrs["units"] = "K"
 
 
+# -- one job as the real writer runs it -------------------------------------------
+
+JOB_FINISHED, JOB_FAILS_TO_START, JOB_ABANDONED = "finished", "failed to start", "abandoned"
+
+
+@dataclass
+class Topics:
+    pool: str  # where the experiment control sends the pl72
+    status: str  # where a refused start is answered
+    control: str  # the instrument's: the echo, answ, x5f2, 6s4t, wrdn
+
+
+@dataclass
+class Job:
+    """One run's messages, in the order the writer sends them, sent one step at a time."""
+
+    job_id: str
+    path: Path
+    topics: Topics
+    steps: list  # (topic, payload) or a callable writing the file
+    fate: str
+    size: int = 0
+
+
+def realistic_job(*, job_id: str, path: Path, topics: Topics, run_start: bytes, finished: bytes, writer: str,
+                  write_file, heartbeats: int, fate: str = JOB_FINISHED) -> Job:
+    """pl72 to the pool; on the control topic its echo, answ, x5f2 heartbeats, [the file], 6s4t, answ, wrdn."""
+    if fate == JOB_FAILS_TO_START:
+        return Job(job_id, path, topics, [(topics.pool, run_start), (topics.status, make_answer(
+            job_id=job_id, writer=writer, failed=True, message="cannot open the file: no such folder"))], fate)
+    beat = make_heartbeat(writer=writer, job_id=job_id, file_name=str(path))
+    steps = [(topics.pool, run_start), (topics.control, run_start),
+             (topics.control, make_answer(job_id=job_id, writer=writer))]
+    if fate == JOB_ABANDONED:  # the writer dies while writing: two heartbeats, then nothing
+        return Job(job_id, path, topics, steps + [(topics.control, beat)] * 2, fate)
+    steps += [(topics.control, beat)] * heartbeats + [write_file]
+    steps += [(topics.control, serialise_6s4t(job_id=job_id, run_name="", service_id=writer,
+                                              command_id=str(uuid.uuid4()), stop_time=int(time.time() * 1000))),
+              (topics.control, make_answer(job_id=job_id, writer=writer, action=ActionType.SetStopTime)),
+              (topics.control, finished)]
+    return Job(job_id, path, topics, steps, fate)
+
+
+def ensure_topics(bootstrap: str, names: set[str], partitions: int) -> None:
+    """Create the topics not there yet, with this many partitions."""
+    from confluent_kafka.admin import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    missing = names - set(admin.list_topics(timeout=10).topics)
+    if missing:
+        for future in admin.create_topics([NewTopic(n, num_partitions=partitions) for n in missing]).values():
+            future.result(15)
+
+
 # -- the command line -------------------------------------------------------------
 
 
@@ -207,33 +281,180 @@ def check_broker(bootstrap: str, timeout_s: float) -> Optional[str]:
 def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="A file-writer stand-in: for each run, send a pl72 run start, write a real NeXus file with "
-        "h5py, and send a wrdn finished writing, as the ESS file writer does.",
-        epilog="Prints one line per run: job id, file, size in bytes.",
+        "h5py, and send a wrdn finished writing, as the ESS experiment control and file writer do: by default "
+        "unkeyed, the pl72 to a pool topic and echoed with answ, x5f2, 6s4t, answ and wrdn on the instrument's "
+        "control topic.",
+        epilog="Prints one line per run: job id, file, size in bytes (or what became of a job without a file).",
     )
     parser.add_argument("--broker", default="localhost:9092", help="Kafka bootstrap servers (default %(default)s)")
-    parser.add_argument("--topic", default="command_channel", help="topic for pl72 and wrdn (default %(default)s)")
-    parser.add_argument("--count", type=int, default=1, help="how many runs (default %(default)s)")
-    parser.add_argument("--rate", type=float, default=0, help="runs per second; 0 for as fast as possible")
+    parser.add_argument("--count", type=int, default=1, help="how many runs that finish (default %(default)s)")
+    parser.add_argument("--rate", type=float, default=0, help="runs started per second; 0 for as fast as possible")
     parser.add_argument("--output-dir", default="nexus-files", help="where the files go (made absolute)")
-    parser.add_argument("--instrument", default="DREAM", help="instrument name (default %(default)s)")
+    parser.add_argument("--instrument", default="DREAM",
+                        help="instrument name; several comma-separated, runs go to each in turn (default %(default)s)")
     parser.add_argument("--proposal", default="123456", help="proposal id (default %(default)s)")
     parser.add_argument("--events", type=int, default=1000, help="detector events per file, to make files large")
     parser.add_argument("--metadata", default="{}", help="the run start's metadata, a JSON object (default {})")
     parser.add_argument("--error", action="store_true", help="finish every run with error_encountered=true")
-    parser.add_argument("--noise", action="store_true",
-                        help="interleave answ, x5f2, 6s4t messages and undecodable junk, as a busy topic has")
-    parser.add_argument("--control-topic", default="", help="control_topic named in the run start")
     parser.add_argument("--run-start", type=int, default=1, help="first run number (default %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="print nothing but errors")
+    real = parser.add_argument_group("as a real deployment (the default)")
+    real.add_argument("--pool-topic", default="ess_filewriter_pool", help="the job pool (default %(default)s)")
+    real.add_argument("--status-topic", default="ess_filewriter_status",
+                      help="where a refused start is answered (default %(default)s)")
+    real.add_argument("--control-topic", default="",
+                      help="the instrument's control topic (default <instrument>_filewriter, one per instrument)")
+    real.add_argument("--overlap", type=int, default=1, help="runs being written at once (default %(default)s)")
+    real.add_argument("--heartbeats", type=int, default=6, help="x5f2 heartbeats per run (default %(default)s)")
+    real.add_argument("--failed-starts", type=int, default=0,
+                      help="also this many jobs whose start the writer refuses (answ failure, no file)")
+    real.add_argument("--abandoned", type=int, default=0,
+                      help="also this many jobs whose writer dies while writing (heartbeats stop, no wrdn)")
+    real.add_argument("--partitions", type=int, default=0,
+                      help="create the topics not there yet with this many partitions (default: leave them)")
+    keyed = parser.add_argument_group("the old keyed mode")
+    keyed.add_argument("--keyed", action="store_true",
+                       help="pl72 and wrdn on --topic only, keyed by job id, one run after the other")
+    keyed.add_argument("--topic", default="command_channel", help="the topic of --keyed (default %(default)s)")
+    keyed.add_argument("--noise", action="store_true",
+                       help="with --keyed, interleave answ, x5f2, 6s4t messages and undecodable junk")
     args = parser.parse_args(argv)
     try:
         if not isinstance(json.loads(args.metadata), dict):
             parser.error("--metadata must be a JSON object")
     except json.JSONDecodeError as e:
         parser.error(f"--metadata is not valid JSON: {e.msg}")
-    if args.count < 0 or args.events < 0 or args.rate < 0:
-        parser.error("--count, --events and --rate cannot be negative")
+    if min(args.count, args.events, args.rate, args.heartbeats, args.failed_starts, args.abandoned,
+           args.partitions) < 0:
+        parser.error("--count, --events, --rate, --heartbeats, --failed-starts, --abandoned and --partitions "
+                     "cannot be negative")
+    if args.overlap < 1:
+        parser.error("--overlap must be at least 1")
+    args.instruments = [name.strip() for name in args.instrument.split(",") if name.strip()]
+    if not args.instruments:
+        parser.error("--instrument: give at least one name")
+    if args.control_topic and len(args.instruments) > 1:
+        parser.error("--control-topic names one topic; with several instruments each has <instrument>_filewriter")
     return args
+
+
+class Sender:
+    """Produces to Kafka and remembers what was not delivered."""
+
+    def __init__(self, bootstrap: str):
+        # No sticky partitioning: each unkeyed message to a partition of its own choosing, as spread as it can be.
+        self.producer = Producer({"bootstrap.servers": bootstrap, "log_level": 0, "linger.ms": 5,
+                                  "sticky.partitioning.linger.ms": 0})
+        self.failures: list[str] = []
+
+    def send(self, topic: str, payload: bytes, key: Optional[str] = None) -> None:
+        self.producer.produce(topic, payload, key=key.encode() if key else None, on_delivery=self._delivered)
+        self.producer.poll(0)
+
+    def _delivered(self, error, _message) -> None:
+        if error is not None:
+            self.failures.append(str(error))
+
+    def finish(self) -> int:
+        left = self.producer.flush(15)
+        if left or self.failures:
+            print(f"producer: {left + len(self.failures)} messages not delivered: "
+                  f"{self.failures[:3] or 'flush timed out'}", file=sys.stderr)
+            return 1
+        return 0
+
+
+@dataclass
+class Run:
+    job_id: str
+    path: Path
+    instrument: str
+    run_number: int
+    title: str
+
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[Run, str]]:
+    """Every run with its fate: those that finish, then the refused starts and the abandoned jobs spread among them."""
+    fates = [JOB_FINISHED] * args.count + [JOB_FAILS_TO_START] * args.failed_starts + [JOB_ABANDONED] * args.abandoned
+    random.shuffle(fates)
+    output = Path(args.output_dir).resolve()
+    runs = []
+    for i, fate in enumerate(fates):
+        instrument, run_number = args.instruments[i % len(args.instruments)], args.run_start + i
+        path = output / f"{instrument.lower()}_{args.proposal}_{run_number:08d}.hdf"
+        runs.append((Run(str(uuid.uuid4()), path, instrument, run_number, f"{instrument} run {run_number}"), fate))
+    return runs
+
+
+def run_messages(args: argparse.Namespace, run: Run, control_topic: str) -> tuple[bytes, bytes]:
+    run_start = make_run_start(job_id=run.job_id, filename=str(run.path), run_name=f"run_{run.run_number:08d}",
+                               instrument=run.instrument, proposal=args.proposal, title=run.title,
+                               metadata=args.metadata, control_topic=control_topic, broker=args.broker,
+                               run_number=run.run_number)
+    finished = make_finished_writing(job_id=run.job_id, file_name=str(run.path), metadata=args.metadata,
+                                     error=args.error, message="the file writer failed (--error)" if args.error
+                                     else None, writer_id=WRITER)
+    return run_start, finished
+
+
+def write_run_file(args: argparse.Namespace, run: Run) -> int:
+    return write_nexus_file(str(run.path), job_id=run.job_id, instrument=run.instrument, proposal=args.proposal,
+                            run_number=run.run_number, title=run.title, events=args.events)
+
+
+def report(args: argparse.Namespace, job_id: str, path: Path, what: str) -> None:
+    if not args.quiet:
+        print(f"{job_id}  {path}  {what}", flush=True)
+
+
+def produce_keyed(args: argparse.Namespace, sender: Sender) -> None:
+    """The old mode: per run pl72, [noise], the file, wrdn, all keyed by job id on one topic."""
+    for run, _ in plan_runs(args):
+        started = time.monotonic()
+        run_start, finished = run_messages(args, run, args.control_topic)
+        sender.send(args.topic, run_start, run.job_id)
+        for payload in make_noise(job_id=run.job_id) if args.noise else []:
+            sender.send(args.topic, payload)
+        size = write_run_file(args, run)
+        sender.send(args.topic, finished, run.job_id)
+        report(args, run.job_id, run.path, f"{size} bytes")
+        if args.rate > 0:
+            time.sleep(max(0.0, 1 / args.rate - (time.monotonic() - started)))
+
+
+def produce_realistic(args: argparse.Namespace, sender: Sender) -> None:
+    """Up to --overlap jobs at once, one step of a job chosen at random after the other, every message unkeyed."""
+    waiting = [realistic_job_of(args, run, fate) for run, fate in plan_runs(args)]
+    waiting.reverse()
+    open_jobs: list[Job] = []
+    next_start = time.monotonic()
+    while waiting or open_jobs:
+        if waiting and len(open_jobs) < args.overlap and time.monotonic() >= next_start:
+            open_jobs.append(waiting.pop())
+            next_start = time.monotonic() + (1 / args.rate if args.rate > 0 else 0)
+        if not open_jobs:
+            time.sleep(max(0.0, next_start - time.monotonic()))
+            continue
+        job = random.choice(open_jobs)
+        step = job.steps.pop(0)
+        if callable(step):
+            job.size = step()
+        else:
+            sender.send(*step)
+        if not job.steps:
+            open_jobs.remove(job)
+            report(args, job.job_id, job.path, f"{job.size} bytes" if job.fate == JOB_FINISHED else job.fate)
+
+
+def realistic_job_of(args: argparse.Namespace, run: Run, fate: str) -> Job:
+    control = args.control_topic or f"{run.instrument.lower()}_filewriter"
+    run_start, finished = run_messages(args, run, control)
+    return realistic_job(job_id=run.job_id, path=run.path, topics=Topics(args.pool_topic, args.status_topic, control),
+                         run_start=run_start, finished=finished, writer=WRITER,
+                         write_file=lambda: write_run_file(args, run), heartbeats=args.heartbeats, fate=fate)
+
+
+WRITER = service_id()  # one writer process sends every wrdn of one producer run
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -242,46 +463,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         print(f"producer: cannot reach the Kafka broker at {args.broker}: {problem}", file=sys.stderr)
         return 1
-    producer = Producer({"bootstrap.servers": args.broker, "log_level": 0, "linger.ms": 5})
-    failures: list[str] = []
-
-    def on_delivery(error, _message) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    def send(payload: bytes, key: Optional[str]) -> None:
-        producer.produce(args.topic, payload, key=key.encode() if key else None, on_delivery=on_delivery)
-        producer.poll(0)
-
-    output = Path(args.output_dir).resolve()
-    writer = service_id()
-    for i in range(args.count):
-        started = time.monotonic()
-        run_number = args.run_start + i
-        job_id = str(uuid.uuid4())
-        path = output / f"{args.instrument.lower()}_{args.proposal}_{run_number:08d}.hdf"
-        title = f"{args.instrument} run {run_number}"
-        send(make_run_start(job_id=job_id, filename=str(path), run_name=f"run_{run_number:08d}",
-                            instrument=args.instrument, proposal=args.proposal, title=title, metadata=args.metadata,
-                            control_topic=args.control_topic, broker=args.broker, run_number=run_number), job_id)
-        if args.noise:
-            for payload in make_noise(job_id=job_id):
-                send(payload, None)
-        size = write_nexus_file(str(path), job_id=job_id, instrument=args.instrument, proposal=args.proposal,
-                                run_number=run_number, title=title, events=args.events)
-        send(make_finished_writing(job_id=job_id, file_name=str(path), metadata=args.metadata, error=args.error,
-                                   message="the file writer failed (--error)" if args.error else None,
-                                   writer_id=writer), job_id)
-        if not args.quiet:
-            print(f"{job_id}  {path}  {size} bytes", flush=True)
-        if args.rate > 0:
-            time.sleep(max(0.0, 1 / args.rate - (time.monotonic() - started)))
-    left = producer.flush(15)
-    if left or failures:
-        print(f"producer: {left + len(failures)} messages not delivered: {failures[:3] or 'flush timed out'}",
-              file=sys.stderr)
-        return 1
-    return 0
+    if args.partitions:
+        topics = {args.topic} if args.keyed else {args.pool_topic, args.status_topic, *(
+            [args.control_topic] if args.control_topic else [f"{i.lower()}_filewriter" for i in args.instruments])}
+        ensure_topics(args.broker, topics, args.partitions)
+    sender = Sender(args.broker)
+    (produce_keyed if args.keyed else produce_realistic)(args, sender)
+    return sender.finish()
 
 
 if __name__ == "__main__":
