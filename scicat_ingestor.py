@@ -1440,8 +1440,8 @@ class SciCatClient:
             delay = min(self.config.retry_backoff_s * 2 ** attempt, RETRY_DELAY_MAX_S) * random.uniform(0.5, 1.5)
             attempt += 1
             self.retries += 1
-            logger.warning("SciCat %s %s: %s; retry %d/%d in %.1f s", method, path, problem, attempt,
-                           self.config.max_retries, delay)
+            logger.warning("SciCat at %s: %s %s: %s; retry %d/%d in %.1f s", self.config.host, method, path,
+                           problem, attempt, self.config.max_retries, delay)
             self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):
@@ -1598,7 +1598,9 @@ class LeftUncommitted(Exception):
 
 
 class StopRequested(LeftUncommitted):
-    """SIGINT or SIGTERM came while waiting: the message in hand is left uncommitted."""
+    """SIGINT or SIGTERM came while waiting (or while starting): the message in hand is left uncommitted.
+
+    Its argument is the signal's name."""
 
 
 class PartitionRevoked(LeftUncommitted):
@@ -1663,11 +1665,21 @@ class Spool:
 
     FILE_NAME = "failed.jsonl"
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, dry_run: bool = False):
         self.path = os.path.join(directory, self.FILE_NAME)
+        self.dry_run = dry_run
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any]) -> bool:
+        """Whether the record was written: a dry run leaves nothing for a later --replay to act on."""
+        if self.dry_run:
+            return False
         append_line_durably(self.path, record)
+        return True
+
+    @staticmethod
+    def read_all(path: str) -> list[dict[str, Any]]:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     @staticmethod
     def take_all(path: str) -> list[dict[str, Any]]:
@@ -1732,6 +1744,22 @@ class Statistics:
             f"mean, {mean_ms:.0f} ms per file; {lag}; run starts waiting {waiting_run_starts}"
         )
 
+    def files_summary(self, dry_run: bool) -> str:
+        """What became of the finished files, for people: '3 files: 2 would be created, 1 already in SciCat'."""
+        labels = {"ingested": "would be created" if dry_run else "created", "duplicate": "already in SciCat",
+                  "skipped": "skipped (the writer reported an error)",
+                  "failed": "failed" if dry_run else "failed (spooled for --replay)"}
+        total = sum(self.outcomes[k] for k in OUTCOMES)
+        parts = [f"{self.outcomes[k]} {labels[k]}" for k in OUTCOMES if self.outcomes[k]]
+        return f"{total} file{'' if total == 1 else 's'}" + (": " + ", ".join(parts) if parts else "")
+
+
+def tell(text: str) -> None:
+    """The one line saying what a command did: logged, and printed too when the log does not go to stdout."""
+    logger.info(text)
+    if not any(getattr(handler, "stream", None) is sys.stdout for handler in logger.handlers):
+        print(text, flush=True)
+
 
 NEXUS_EXTENSIONS = (".hdf", ".hdf5", ".h5", ".nxs", ".nx5", ".nexus")
 
@@ -1781,7 +1809,7 @@ class Ingestor:
             DryRunCatalogue() if config.options.dry_run else SciCatClient(config.scicat, wait=self.wait)
         )
         self.run_starts = RunStartCache(config.options.run_start_cache_size, config.options.run_start_max_age_s)
-        self.spool = Spool(config.spool.directory)
+        self.spool = Spool(config.spool.directory, dry_run=config.options.dry_run)
         # The message being handled, and whether a rebalance took its partition meanwhile.
         self.in_hand: Optional[Delivery] = None
         self.in_hand_revoked = False
@@ -1794,6 +1822,7 @@ class Ingestor:
         self.next_commit = 0.0
         self.stats = Statistics()
         self.stop_requested = False
+        self.stop_signal = ""
         self.consumer: Any = None
         self.next_kafka_check = 0.0
         self.next_statistics = time.monotonic() + config.options.stats_interval_s
@@ -1833,7 +1862,7 @@ class Ingestor:
                 # revocation and would come back paused, never to be read again.
                 self.consumer.resume(paused)
         if self.stop_requested:
-            raise StopRequested()
+            raise StopRequested(self.stop_signal)
         if self.in_hand_revoked:
             raise PartitionRevoked()
 
@@ -1951,11 +1980,12 @@ class Ingestor:
         """Count, log, audit and (for what did not make it into SciCat) spool an outcome."""
         self.stats.outcomes[outcome.status] += 1
         if outcome.status in ("skipped", "failed"):
+            spooled = self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts))
+            self.stats.spooled += spooled
             log = logger.warning if outcome.status == "skipped" else logger.error
-            log("%s job %s, file %s: %s; spooled for --replay", "NOT ingesting" if outcome.status == "skipped"
-                else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason)
-            self.spool.add(spool_record(delivery, finished, run_start, outcome.reason, attempts))
-            self.stats.spooled += 1
+            log("%s job %s, file %s: %s; %s", "NOT ingesting" if outcome.status == "skipped"
+                else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason,
+                "spooled for --replay" if spooled else "not spooled: dry run")
         if self.config.audit.file:
             append_line_durably(self.config.audit.file, {
                 "time": utc_now(), "job_id": finished.job_id, "file": outcome.path or finished.file_name,
@@ -1980,8 +2010,7 @@ class Ingestor:
                            delivery.where(), e, preview(delivery.payload))
             if delivery.payload[4:8] == SCHEMA_FINISHED_WRITING.encode():
                 # A damaged wrdn may be the only news of a file: keep it for a human.
-                self.spool.add(spool_record(delivery, None, None, str(e), 1))
-                self.stats.spooled += 1
+                self.stats.spooled += self.spool.add(spool_record(delivery, None, None, str(e), 1))
                 return True
             return False
         decode_s = time.monotonic() - started
@@ -2092,7 +2121,8 @@ class Ingestor:
         self.let_go(partitions)
 
     def request_stop(self, signum: int, _frame: Any = None) -> None:
-        logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
+        self.stop_signal = signal.Signals(signum).name
+        logger.info("%s received: finishing the current message, then stopping", self.stop_signal)
         self.stop_requested = True
 
     def log_statistics(self) -> None:
@@ -2196,10 +2226,10 @@ class Ingestor:
             logger.error("--ingest-file: no such file or folder: %s", ", ".join(missing))
             return 2
         files = [found for path in paths for found in nexus_files_under(path)]
-        self.catalogue.login()
         logger.info("ingesting %d files given on the command line", len(files))
         failed = 0
         try:
+            self.catalogue.login()
             for path in files:
                 finished = FinishedWriting(job_id=offline_job_id(path, self.config.files), file_name=path)
                 outcome = self.ingest(finished, None)
@@ -2210,6 +2240,7 @@ class Ingestor:
             return 1
         finally:
             self.log_statistics()
+            tell(f"--ingest-file: {self.stats.files_summary(self.config.options.dry_run)}")
         return 1 if failed else 0
 
     def replay(self, spool_file: str) -> int:
@@ -2217,12 +2248,18 @@ class Ingestor:
         import base64
 
         path = spool_file or self.spool.path
-        try:
-            records = Spool.take_all(path)
-        except FileNotFoundError:
-            logger.info("nothing to replay: %s does not exist", path)
+        nothing = f"--replay: nothing to replay, {path} does not exist"
+        if not os.path.exists(path):
+            tell(nothing)
             return 0
+        # Before the records are taken: a login that fails or is stopped must leave them in the spool.
         self.catalogue.login()
+        try:
+            # A dry run leaves the spool as it is: its records were not really ingested.
+            records = Spool.read_all(path) if self.config.options.dry_run else Spool.take_all(path)
+        except FileNotFoundError:  # another replay took them meanwhile
+            tell(nothing)
+            return 0
         logger.info("replaying %d spooled records from %s", len(records), path)
         remaining = 0
         for record in records:
@@ -2235,7 +2272,8 @@ class Ingestor:
                 outcome = Outcome("failed", "replay stopped before this record")
             except Exception as e:  # a record a human must look at; keep it as it is
                 logger.error("cannot replay a record from %s: %s", path, e)
-                append_line_durably(path, record)
+                if not self.config.options.dry_run:
+                    append_line_durably(path, record)
                 remaining += 1
                 continue
             if outcome.status in ("ingested", "duplicate"):
@@ -2245,8 +2283,13 @@ class Ingestor:
                 delivery = Delivery(base64.b64decode(record.get("message_b64", "")), record.get("topic", ""),
                                     record.get("partition", -1), record.get("offset", -1))
                 self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
-        logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
-                    self.spool.path)
+        done = len(records) - remaining
+        if self.config.options.dry_run:
+            tell(f"--replay (dry run, the spool left as it was): {len(records)} records: {done} would be "
+                 f"ingested, {remaining} would still fail")
+        else:
+            tell(f"--replay: {len(records)} records: {done} ingested, {remaining} still failing "
+                 f"(in {self.spool.path})")
         return 1 if remaining else 0
 
 
@@ -2409,10 +2452,11 @@ def check_config(config: Config) -> int:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    failures = 0
+    failures = checks = 0
 
     def report(what: str, problem: str, detail: str = "") -> None:
-        nonlocal failures
+        nonlocal failures, checks
+        checks += 1
         failures += bool(problem)
         print(f"{'FAIL' if problem else 'ok  '} {what}: {problem or detail}")
 
@@ -2451,6 +2495,7 @@ def check_config(config: Config) -> int:
     for what, folder in (("spool", config.spool.directory), ("audit", os.path.dirname(config.audit.file))):
         if folder:
             report(f"{what} folder {folder}", "" if folder_writable(folder) else "not writable", "writable")
+    print(f"--check-config: {checks} checks, " + (f"{failures} failed" if failures else "all passed"))
     return 1 if failures else 0
 
 
@@ -2536,8 +2581,53 @@ def setup_logging(options: OptionsConfig) -> None:
     logger.propagate = False
 
 
+# The packages the script imports (module: the package to install), and the mark of a
+# process that already moved to the checkout's .venv, so that it never loops.
+REQUIRED_PACKAGES = {"confluent_kafka": "confluent-kafka", "streaming_data_types": "ess-streaming-data-types",
+                     "h5py": "h5py", "requests": "requests"}
+VENV_REEXEC_MARK = "SCICAT_INGESTOR_VENV"
+
+
+def use_checkout_environment() -> Optional[str]:
+    """Started as ./scicat_ingestor.py, the shebang's python3 may lack the packages that the
+    checkout's .venv (made by make) has: carry on there. Else one line naming what to install."""
+    import importlib
+
+    missing = []
+    for module, package in REQUIRED_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if not missing:
+        return None
+    script = os.path.abspath(__file__)
+    venv_python = os.path.join(os.path.dirname(script), ".venv", "bin", "python")
+    if os.access(venv_python, os.X_OK) and not os.environ.get(VENV_REEXEC_MARK):
+        os.environ[VENV_REEXEC_MARK] = venv_python
+        os.execv(venv_python, [venv_python, script, *sys.argv[1:]])
+    return (f"scicat_ingestor: {sys.executable} lacks the Python packages {', '.join(missing)}: "
+            f"pip install -r requirements_SFI.txt (or run make venv in the checkout)")
+
+
+def stop_at_once(signum: int, _frame: Any = None) -> None:
+    """SIGINT or SIGTERM before the ingestor takes them over: nothing is in hand, so stop now."""
+    raise StopRequested(signal.Signals(signum).name)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, stop_at_once)
+    signal.signal(signal.SIGINT, stop_at_once)
+    try:
+        return run_command(args)
+    except StopRequested as e:
+        # Stopped before a message was taken in hand (logging in, checking, reading the configuration).
+        tell(f"{e.args[0] if e.args else 'signal'} received while starting: stopped, nothing ingested")
+        return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
     # Warnings about legacy keys come while reading the file, before logging is set up.
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     try:
@@ -2570,8 +2660,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SciCatError as e:
         logger.critical("cannot start: %s", e)
         return 1
+    stats = ingestor.stats
+    tell(f"stopped on {ingestor.stop_signal or 'request'} after {time.monotonic() - stats.started:.0f} s: "
+         f"{sum(stats.messages.values())} messages, {stats.files_summary(config.options.dry_run)}")
     return 0
 
 
 if __name__ == "__main__":
+    if problem := use_checkout_environment():
+        print(problem, file=sys.stderr)
+        sys.exit(2)
     sys.exit(main())

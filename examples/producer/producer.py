@@ -214,7 +214,8 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--topic", default="command_channel", help="topic for pl72 and wrdn (default %(default)s)")
     parser.add_argument("--count", type=int, default=1, help="how many runs (default %(default)s)")
     parser.add_argument("--rate", type=float, default=0, help="runs per second; 0 for as fast as possible")
-    parser.add_argument("--output-dir", default="nexus-files", help="where the files go (made absolute)")
+    parser.add_argument("--output-dir", default="state/nexus-files",
+                        help="where the files go (made absolute; default %(default)s, which git ignores in a checkout)")
     parser.add_argument("--instrument", default="DREAM", help="instrument name (default %(default)s)")
     parser.add_argument("--proposal", default="123456", help="proposal id (default %(default)s)")
     parser.add_argument("--events", type=int, default=1000, help="detector events per file, to make files large")
@@ -281,6 +282,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"producer: {left + len(failures)} messages not delivered: {failures[:3] or 'flush timed out'}",
               file=sys.stderr)
         return 1
+    if not args.quiet:
+        print(f"producer: {args.count} runs sent to {args.topic} at {args.broker}, their files in {output}", flush=True)
     return 0
 
 
