@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
-import signal
 import subprocess
 from pathlib import Path
 
@@ -15,58 +12,10 @@ from confluent_kafka import KafkaException
 
 from ingestor_harness import wait_until
 from kafka_broker import admin_client, free_port
+from terminal import Terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.integration
-
-
-class Terminal:
-    """A command run in a pseudo-terminal of its own, as a user runs it in theirs: Ctrl-C
-    is the terminal's, signalling its foreground process group (make and what make runs)."""
-
-    def __init__(self, command: list[str]):
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child: the pty is its controlling terminal
-            os.chdir(ROOT)
-            os.execvp(command[0], command)
-        self.output = ""
-        self.exit_code: int | None = None
-
-    def read(self, timeout: float = 0.2) -> str:
-        ready, _, _ = select.select([self.fd], [], [], timeout)
-        if ready:
-            try:
-                self.output += os.read(self.fd, 65536).decode(errors="replace").replace("\r\n", "\n")
-            except OSError:  # the other end closed: the command has ended
-                pass
-        return self.output
-
-    def wait_for(self, text: str, timeout: float) -> None:
-        wait_until(lambda: text in self.read(), timeout, f"{text!r} in:\n{self.output}", interval=0)
-
-    def ctrl_c(self) -> None:
-        os.write(self.fd, b"\x03")
-
-    def wait(self, timeout: float) -> int:
-        def ended() -> bool:
-            self.read()
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.exit_code = os.waitstatus_to_exitcode(status)
-            return pid != 0
-        wait_until(ended, timeout, f"the command to end; it printed:\n{self.output}", interval=0)
-        before = None
-        while before != self.output:  # what is left in the pty
-            before = self.output
-            self.read(0.1)
-        os.close(self.fd)
-        return self.exit_code
-
-    def kill(self) -> None:
-        if self.exit_code is None:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            os.close(self.fd)
 
 
 def pids_shown(output: str) -> list[int]:
@@ -104,7 +53,7 @@ def test_make_demo_shows_every_run_and_cleans_up_after_itself(tmp_path):
 
 
 def test_ctrl_c_on_make_demo_prints_one_line_and_exits_0(tmp_path):
-    terminal = Terminal(["make", "-s", "demo", f"DEMO_ARGS=--output-dir {tmp_path / 'demo'} --runs 50"])
+    terminal = Terminal(ROOT, ["make", "-s", "demo", f"DEMO_ARGS=--output-dir {tmp_path / 'demo'} --runs 50"])
     try:
         terminal.wait_for("3. producer", timeout=90)
         terminal.wait_for(" bytes\n", timeout=30)  # the producer is at work
@@ -124,7 +73,7 @@ def test_ctrl_c_on_make_demo_prints_one_line_and_exits_0(tmp_path):
 
 
 def test_the_demo_keeps_its_broker_on_request_until_ctrl_c(tmp_path):
-    terminal = Terminal(["make", "-s", "demo", f"DEMO_ARGS=--output-dir {tmp_path / 'demo'} --runs 1 --keep-broker"])
+    terminal = Terminal(ROOT, ["make", "-s", "demo", f"DEMO_ARGS=--output-dir {tmp_path / 'demo'} --runs 1 --keep-broker"])
     try:
         terminal.wait_for("until Ctrl-C", timeout=120)
         bootstrap = re.search(r"The broker stays at (\S+) \(topic command_channel\)", terminal.output)[1]
@@ -142,7 +91,7 @@ def test_the_demo_keeps_its_broker_on_request_until_ctrl_c(tmp_path):
 
 def test_make_broker_serves_the_command_topic_until_ctrl_c():
     port = free_port()
-    terminal = Terminal(["make", "-s", "broker", f"BROKER_PORT={port}"])
+    terminal = Terminal(ROOT, ["make", "-s", "broker", f"BROKER_PORT={port}"])
     try:
         terminal.wait_for("Ctrl-C stops it", timeout=60)
         assert f"Kafka broker (Tansu) listening at 127.0.0.1:{port}, topic command_channel made" in terminal.output
