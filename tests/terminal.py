@@ -55,7 +55,13 @@ class Terminal:
         return self.exit_code
 
     def kill(self) -> None:
-        if self.exit_code is None:
+        """After a failed test: Ctrl-C first, so the command stops what it started; then SIGKILL."""
+        if self.exit_code is not None:
+            return
+        self.ctrl_c()
+        try:
+            self.wait(timeout=30)
+        except AssertionError:
             os.kill(self.pid, signal.SIGKILL)
             os.waitpid(self.pid, 0)
             os.close(self.fd)
