@@ -2616,11 +2616,13 @@ def stop_at_once(signum: int, _frame: Any = None) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_arguments(argv)
     signal.signal(signal.SIGTERM, stop_at_once)
     signal.signal(signal.SIGINT, stop_at_once)
     try:
-        return run_command(args)
+        if problem := use_checkout_environment():
+            print(problem, file=sys.stderr)
+            return 2
+        return run_command(parse_arguments(argv))
     except StopRequested as e:
         # Stopped before a message was taken in hand (logging in, checking, reading the configuration).
         tell(f"{e.args[0] if e.args else 'signal'} received while starting: stopped, nothing ingested")
@@ -2667,7 +2669,4 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    if problem := use_checkout_environment():
-        print(problem, file=sys.stderr)
-        sys.exit(2)
     sys.exit(main())

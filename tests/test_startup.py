@@ -120,3 +120,41 @@ def test_a_dry_run_of_ingest_file_writes_no_spool_and_says_what_it_would_do(tmp_
     assert result.stdout.splitlines() == ["--ingest-file: 3 files: 2 would be created, 1 failed"]
     assert "not spooled: dry run" in result.stderr and "Traceback" not in result.stderr
     assert not os.path.exists(tmp_path / "spool")
+
+
+@pytest.fixture
+def one_spooled_file(tmp_path, scicat):
+    """A configuration whose spool holds one failed file, and that spool's text."""
+    (tmp_path / "data").mkdir()
+    broken = tmp_path / "data" / "broken.nxs"
+    broken.write_text("not HDF5")
+    config = ingestor_config(tmp_path, "127.0.0.1:1", "unused", scicat.url)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, str(SCRIPT), "-c", str(path), "--ingest-file", str(broken)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.stdout.splitlines() == ["--ingest-file: 1 file: 1 failed (spooled for --replay)"]
+    spool = tmp_path / "spool" / "failed.jsonl"
+    return path, spool, spool.read_text()
+
+
+def test_a_dry_run_replay_leaves_the_spool_as_it_was(one_spooled_file):
+    path, spool, before = one_spooled_file
+    result = subprocess.run([sys.executable, str(SCRIPT), "-c", str(path), "--dry-run", "--replay"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == ["--replay (dry run, the spool left as it was): 1 records: "
+                                          "0 would be ingested, 1 would still fail"]
+    assert spool.read_text() == before
+
+
+def test_a_replay_whose_login_fails_leaves_the_spool_as_it_was(one_spooled_file):
+    path, spool, before = one_spooled_file
+    config = json.loads(path.read_text())
+    config["scicat"]["password"] = "wrong"
+    path.write_text(json.dumps(config))
+    result = subprocess.run([sys.executable, str(SCRIPT), "-c", str(path), "--replay"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "cannot start: login as ingestor failed: HTTP 401" in result.stderr
+    assert spool.read_text() == before
