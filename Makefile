@@ -1,7 +1,8 @@
 # Two commands on a fresh machine:
 #   make demo   set up, start an embedded Kafka broker, the ingestor and the producer
 #   make test   set up and run the test suite
-#               (a selection: make test TESTS=tests/test_config.py PYTEST_ARGS="-k typo")
+#               (a selection: make test TESTS=tests/test_config.py PYTEST_ARGS="-k typo";
+#               JOBS=0 runs the tests one after another)
 #   make broker the embedded Kafka broker alone, at 127.0.0.1:9092 (BROKER_PORT=...), until Ctrl-C
 # Both create the virtual environment .venv on first use and refresh it when
 # a requirements file changes.
@@ -14,6 +15,8 @@ TESTS ?= tests
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BROKER_PORT ?= 9092
+# Tests run side by side in this many processes (pytest-xdist); each has its own broker.
+JOBS ?= 3
 
 .PHONY: venv test demo broker clean
 
@@ -25,7 +28,7 @@ $(STAMP): requirements_SFI.txt requirements-test.txt
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest $(TESTS) $(PYTEST_ARGS)
+	$(PY) -m pytest $(TESTS) -n $(JOBS) $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	@$(PY) examples/demo.py $(DEMO_ARGS)
