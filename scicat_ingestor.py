@@ -17,7 +17,7 @@ The file reads top to bottom like the data flows:
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
 6b. health, metrics   GET /health and /metrics, in a thread beside the loop
-7. the command line   arguments, logging, main()
+7. the command line   the checkout's .venv, arguments, logging, main(), summary lines
 """
 
 from __future__ import annotations
