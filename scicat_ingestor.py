@@ -1397,6 +1397,7 @@ class SciCatClient:
         if not self._can_log_in():
             return  # a static token
         credentials = {"username": self.config.username, "password": self.config.password}
+        logger.info("logging in to SciCat at %s as %s", self.config.host, self.config.username)
         response = self._send("POST", "/auth/login", credentials, authenticated=False)
         if response.status_code != 201:
             raise SciCatError(f"login as {self.config.username} failed", response.status_code, response.text)
