@@ -21,7 +21,7 @@ The file reads top to bottom like the data flows:
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
 6b. health, metrics   GET /health and /metrics, in a thread beside the loop
-7. the command line   arguments, logging, main()
+7. the command line   the checkout's .venv, arguments, logging, main(), summary lines
 """
 
 from __future__ import annotations
@@ -2100,6 +2100,7 @@ class SciCatClient:
         if not self._can_log_in():
             return  # a static token
         credentials = {"username": self.config.username, "password": self.config.password}
+        logger.info("logging in to SciCat at %s as %s", self.config.host, self.config.username)
         # A 401 too is retried: SciCat restarting or its identity provider slow refuse for a few
         # seconds; a wrong password still refuses after the retries.
         try:
@@ -2188,8 +2189,8 @@ class SciCatClient:
             delay = retry_delay(self.config, attempt)
             self.retries += 1
             # Keyed by the kind of problem (HTTP 503, ConnectionError), not its details, which vary.
-            self.repeats.log(logging.WARNING, problem.partition(":")[0], "SciCat %s %s: %s; retry %d/%d in %.1f s",
-                             method, path, problem[:200], attempt, self.config.max_retries, delay)
+            self.repeats.log(logging.WARNING, problem.partition(":")[0], "SciCat at %s: %s %s: %s; retry %d/%d in %.1f s",
+                             self.config.host, method, path, problem[:200], attempt, self.config.max_retries, delay)
             self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):
@@ -2492,7 +2493,9 @@ class LeftUncommitted(Exception):
 
 
 class StopRequested(LeftUncommitted):
-    """SIGINT or SIGTERM came while waiting: the message in hand is left uncommitted."""
+    """SIGINT or SIGTERM came while waiting (or while starting): the message in hand is left uncommitted.
+
+    Its argument is the signal's name."""
 
 
 class PartitionRevoked(LeftUncommitted):
@@ -2559,22 +2562,31 @@ class Spool:
 
     FILE_NAME = "failed.jsonl"
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, dry_run: bool = False):
         self.path = os.path.join(directory, self.FILE_NAME)
+        self.dry_run = dry_run
         # What the spool file holds, by spool_key, and the file's (inode, size) when that was read.
         self._held: set[str] = set()
         self._held_of: tuple[int, int] = (0, 0)
 
-    def add(self, record: dict[str, Any]) -> None:
+    def add(self, record: dict[str, Any]) -> bool:
+        """Whether the record was written: a dry run leaves nothing for a later --replay to act on."""
+        if self.dry_run:
+            return False
         append_line_durably(self.path, record)
+        return True
+
+    @staticmethod
+    def read_all(path: str) -> list[dict[str, Any]]:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     def add_once(self, record: dict[str, Any]) -> bool:
         """Add the record unless the spool file holds one for the same file already: a message
         read again (after a crash or a rebalance) must not make --replay see a failure twice."""
         key = spool_key(record)
-        if key in self.holds():
+        if key in self.holds() or not self.add(record):
             return False
-        self.add(record)
         self._held.add(key)
         self._held_of = self._file_state()
         return True
@@ -2727,6 +2739,22 @@ class Statistics:
             + ", ".join(f"{event.replace('_', ' ')} {jobs[event]}" for event in JOB_EVENTS)
         )
 
+    def files_summary(self, dry_run: bool) -> str:
+        """What became of the finished files, for people: '3 files: 2 would be created, 1 already in SciCat'."""
+        labels = {"ingested": "would be created" if dry_run else "created", "duplicate": "already in SciCat",
+                  "skipped": "skipped (the writer reported an error)",
+                  "failed": "failed" if dry_run else "failed (spooled for --replay)"}
+        total = sum(self.outcomes[k] for k in OUTCOMES)
+        parts = [f"{self.outcomes[k]} {labels[k]}" for k in OUTCOMES if self.outcomes[k]]
+        return f"{total} file{'' if total == 1 else 's'}" + (": " + ", ".join(parts) if parts else "")
+
+
+def tell(text: str) -> None:
+    """The one line saying what a command did: logged, and printed too when the log does not go to stdout."""
+    logger.info(text)
+    if not any(getattr(handler, "stream", None) is sys.stdout for handler in logger.handlers):
+        print(text, flush=True)
+
 
 NEXUS_EXTENSIONS = (".hdf", ".hdf5", ".h5", ".nxs", ".nx5", ".nexus")
 
@@ -2782,7 +2810,7 @@ class Ingestor:
         # In memory until run() opens its file: --replay and --ingest-file need none.
         self.run_starts = RunStartStore(options.run_start_cache_size, options.run_start_max_age_s)
         self.watchdog = JobWatchdog(options.job_silence_s, options.run_start_cache_size, self.report_job)
-        self.spool = Spool(config.spool.directory)
+        self.spool = Spool(config.spool.directory, dry_run=config.options.dry_run)
         self.writer = PatientWriter(self.wait)
         self.reader = FileReader(config, self.wait)
         # The message being handled, and whether a rebalance took its partition meanwhile.
@@ -2798,6 +2826,7 @@ class Ingestor:
         self.repeats = RepeatLimiter()
         self.stop_requested = False
         self.log_reopening_requested = False
+        self.stop_signal = ""
         self.consumer: Any = None
         self.next_kafka_check = 0.0
         self.next_statistics = time.monotonic() + config.options.stats_interval_s
@@ -2812,7 +2841,7 @@ class Ingestor:
         """
         self.pass_time(seconds)
         if self.stop_requested:
-            raise StopRequested()
+            raise StopRequested(self.stop_signal)
         if self.in_hand_revoked:
             raise PartitionRevoked()
 
@@ -2946,7 +2975,9 @@ class Ingestor:
                                                    outcome.pid))
             log("%s job %s, file %s: %s; %s", "NOT ingesting" if outcome.status == "skipped"
                 else "FAILED to ingest", finished.job_id, finished.file_name, outcome.reason,
-                "spooled for --replay" if spooled else "in the spool already (its message came again)")
+                "spooled for --replay" if spooled
+                else "not spooled: dry run" if self.spool.dry_run
+                else "in the spool already (its message came again)")
         self.audit(finished.job_id, outcome.path or finished.file_name, outcome.status, outcome.reason,
                    pid=outcome.pid, missing_links=outcome.missing_links,
                    durations_s={k: round(v, 6) for k, v in outcome.durations.items()})
@@ -3124,7 +3155,8 @@ class Ingestor:
         self.log_reopening_requested = True
 
     def request_stop(self, signum: int, _frame: Any = None) -> None:
-        logger.info("%s received: finishing the current message, then stopping", signal.Signals(signum).name)
+        self.stop_signal = signal.Signals(signum).name
+        logger.info("%s received: finishing the current message, then stopping", self.stop_signal)
         self.stop_requested = True
 
     def log_statistics(self) -> None:
@@ -3239,10 +3271,10 @@ class Ingestor:
             logger.error("--ingest-file: no such file or folder: %s", ", ".join(missing))
             return 2
         files = [found for path in paths for found in nexus_files_under(path)]
-        self.catalogue.login()
         logger.info("ingesting %d files given on the command line", len(files))
         failed = 0
         try:
+            self.catalogue.login()
             for path in files:
                 finished = FinishedWriting(job_id=offline_job_id(path, self.config.files), file_name=path)
                 outcome = self.ingest(finished, None)
@@ -3254,6 +3286,7 @@ class Ingestor:
         finally:
             self.reader.close()
             self.log_statistics()
+            tell(f"--ingest-file: {self.stats.files_summary(self.config.options.dry_run)}")
         return 1 if failed else 0
 
     def replay(self, spool_file: str) -> int:
@@ -3261,12 +3294,18 @@ class Ingestor:
         import base64
 
         path = spool_file or self.spool.path
-        try:
-            records = Spool.take_all(path)
-        except FileNotFoundError:
-            logger.info("nothing to replay: %s does not exist", path)
+        nothing = f"--replay: nothing to replay, {path} does not exist"
+        if not os.path.exists(path):
+            tell(nothing)
             return 0
+        # Before the records are taken: a login that fails or is stopped must leave them in the spool.
         self.catalogue.login()
+        try:
+            # A dry run leaves the spool as it is: its records were not really ingested.
+            records = Spool.read_all(path) if self.config.options.dry_run else Spool.take_all(path)
+        except FileNotFoundError:  # another replay took them meanwhile
+            tell(nothing)
+            return 0
         logger.info("replaying %d spooled records from %s", len(records), path)
         remaining = 0
         for record in records:
@@ -3283,7 +3322,8 @@ class Ingestor:
                 outcome = Outcome("failed", "replay stopped before this record")
             except Exception as e:  # a record a human must look at; keep it as it is
                 logger.error("cannot replay a record from %s: %s", path, e)
-                self.writer.write("spool", path, lambda: append_line_durably(path, record))
+                if not self.config.options.dry_run:
+                    self.writer.write("spool", path, lambda: append_line_durably(path, record))
                 remaining += 1
                 continue
             if outcome.status in ("ingested", "duplicate"):
@@ -3296,8 +3336,13 @@ class Ingestor:
                                     record.get("partition", -1), record.get("offset", -1))
                 self.record(outcome, finished, run_start, delivery, attempts=record.get("attempts", 1) + 1)
         self.reader.close()
-        logger.info("replay done: %d ingested, %d still failing (in %s)", len(records) - remaining, remaining,
-                    self.spool.path)
+        done = len(records) - remaining
+        if self.config.options.dry_run:
+            tell(f"--replay (dry run, the spool left as it was): {len(records)} records: {done} would be "
+                 f"ingested, {remaining} would still fail")
+        else:
+            tell(f"--replay: {len(records)} records: {done} ingested, {remaining} still failing "
+                 f"(in {self.spool.path})")
         return 1 if remaining else 0
 
 
@@ -3526,10 +3571,11 @@ def check_config(config: Config) -> int:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
-    failures = 0
+    failures = checks = 0
 
     def report(what: str, problem: str, detail: str = "") -> None:
-        nonlocal failures
+        nonlocal failures, checks
+        checks += 1
         failures += bool(problem)
         print(f"{'FAIL' if problem else 'ok  '} {what}: {problem or detail}")
 
@@ -3569,6 +3615,7 @@ def check_config(config: Config) -> int:
                          ("run start store", os.path.dirname(config.options.run_start_state_file))):
         if folder:
             report(f"{what} folder {folder}", "" if folder_writable(folder) else "not writable", "writable")
+    print(f"--check-config: {checks} checks, " + (f"{failures} failed" if failures else "all passed"))
     return 1 if failures else 0
 
 
@@ -3681,8 +3728,55 @@ def reopen_log_files() -> list[str]:
     return reopened
 
 
+# The packages the script imports (module: the package to install), and the mark of a
+# process that already moved to the checkout's .venv, so that it never loops.
+REQUIRED_PACKAGES = {"confluent_kafka": "confluent-kafka", "streaming_data_types": "ess-streaming-data-types",
+                     "h5py": "h5py", "requests": "requests"}
+VENV_REEXEC_MARK = "SCICAT_INGESTOR_VENV"
+
+
+def use_checkout_environment() -> Optional[str]:
+    """Started as ./scicat_ingestor.py, the shebang's python3 may lack the packages that the
+    checkout's .venv (made by make) has: carry on there. Else one line naming what to install."""
+    import importlib
+
+    missing = []
+    for module, package in REQUIRED_PACKAGES.items():
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if not missing:
+        return None
+    script = os.path.abspath(__file__)
+    venv_python = os.path.join(os.path.dirname(script), ".venv", "bin", "python")
+    if os.access(venv_python, os.X_OK) and not os.environ.get(VENV_REEXEC_MARK):
+        os.environ[VENV_REEXEC_MARK] = venv_python
+        os.execv(venv_python, [venv_python, script, *sys.argv[1:]])
+    return (f"scicat_ingestor: {sys.executable} lacks the Python packages {', '.join(missing)}: "
+            f"pip install -r requirements_SFI.txt (or run make venv in the checkout)")
+
+
+def stop_at_once(signum: int, _frame: Any = None) -> None:
+    """SIGINT or SIGTERM before the ingestor takes them over: nothing is in hand, so stop now."""
+    raise StopRequested(signal.Signals(signum).name)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
-    args = parse_arguments(argv)
+    signal.signal(signal.SIGTERM, stop_at_once)
+    signal.signal(signal.SIGINT, stop_at_once)
+    try:
+        if problem := use_checkout_environment():
+            print(problem, file=sys.stderr)
+            return EXIT_CONFIG
+        return run_command(parse_arguments(argv))
+    except StopRequested as e:
+        # Stopped before a message was taken in hand (logging in, checking, reading the configuration).
+        tell(f"{e.args[0] if e.args else 'signal'} received while starting: stopped, nothing ingested")
+        return 0
+
+
+def run_command(args: argparse.Namespace) -> int:
     # Warnings about legacy keys come while reading the file, before logging is set up.
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING)
     try:
@@ -3719,10 +3813,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except ConfigError as e:  # the run start store's file: taken by another instance, or not writable
         logger.critical("cannot start: %s", e)
         return EXIT_CONFIG
+    except StopRequested:  # while starting (the login's retries): main() says so and exits 0
+        raise
     except Exception:  # a bug: said in the log, and systemd starts it again
         logger.critical("stopping on an unexpected error (exit status %d: restarted under systemd)", EXIT_FAILED,
                         exc_info=True)
         return EXIT_FAILED
+    stats = ingestor.stats
+    tell(f"stopped on {ingestor.stop_signal or 'request'} after {time.monotonic() - stats.started:.0f} s: "
+         f"{sum(stats.messages.values())} messages, {stats.files_summary(config.options.dry_run)}")
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@ file-writer stand-in in examples/producer for a handful of overlapping runs,
 unkeyed, on a job pool and a control topic as the real writer sends them, with
 one start the writer refuses and one job whose writer dies; shows, for each
 file, what the ingestor built, and what its watchdog reported; then stops
-everything it started, also on Ctrl-C. Everything it writes goes to demo-output/.
+everything it started, also on Ctrl-C. Everything it writes goes to demo-output/ (or --output-dir);
+--keep-broker keeps the broker for trying a real SciCat ("From the demo to a real SciCat").
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from broker import ctrl_c_for_this_process_only  # noqa: E402
 from kafka_broker import TansuBroker, create_topic  # noqa: E402
 
 # The topics of a real ESS deployment (shared/docs/file-writer-messages.md).
@@ -108,41 +110,65 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="how many runs the producer makes (default 5)")
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for the ingestor (default 60)")
+    parser.add_argument("--output-dir", type=Path, default=ROOT / "demo-output",
+                        help="where everything goes, emptied first (default demo-output/)")
+    parser.add_argument("--keep-broker", action="store_true",
+                        help="after the show, keep the broker running until Ctrl-C, to send runs to an "
+                        "ingestor of your own")
     args = parser.parse_args(argv)
 
-    out = ROOT / "demo-output"
+    out = args.output_dir.resolve()
+    if out.is_dir() and any(out.iterdir()) and not (out / "ingestor.log").exists():
+        print(f"demo: {out} holds files but no demo's output; give a new or empty folder", file=sys.stderr)
+        return 2
     shutil.rmtree(out, ignore_errors=True)
     (out / "data").mkdir(parents=True)
     # SIGTERM ends the demo like Ctrl-C does, through the same clean-up.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        with TansuBroker() as broker:
-            print(f"1. Kafka broker (Tansu) listening at {broker.bootstrap}")
-            for topic in TOPICS:
-                create_topic(broker.bootstrap, topic, partitions=1)
-            config_path = out / "config.json"
-            config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
-            print(f"2. ingestor (dry run) started on {config_path.relative_to(ROOT)}")
-            ingestor = subprocess.Popen(
-                [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-            )
-            watcher = LogWatcher(ingestor, out / "ingestor.log")
-            try:
-                status = run_producer_and_show(args, broker.bootstrap, out, watcher)
-            finally:
-                stop(ingestor)  # before the broker it talks to
-            watcher.thread.join(5)
-            print(f"\n5. the ingestor's last words:\n  {watcher.last_statistics}")
-            return status
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopped what the demo started")
-        return 130
+    with ctrl_c_for_this_process_only():
+        try:
+            return show(args, out)
+        except KeyboardInterrupt:
+            print("\ninterrupted: stopped what the demo started")
+            return 0
+
+
+def show(args: argparse.Namespace, out: Path) -> int:
+    with TansuBroker() as broker:
+        print(f"1. Kafka broker (Tansu, pid {broker.process.pid}) listening at {broker.bootstrap}")
+        for topic in TOPICS:
+            create_topic(broker.bootstrap, topic, partitions=1)
+        config_path = out / "config.json"
+        config_path.write_text(json.dumps(demo_config(out, broker.bootstrap), indent=2))
+        ingestor = subprocess.Popen(
+            [sys.executable, str(ROOT / "scicat_ingestor.py"), "-c", str(config_path), "-v", "--dry-run"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            start_new_session=True,  # Ctrl-C is the demo's: it stops the ingestor before the broker
+        )
+        print(f"2. ingestor (dry run, pid {ingestor.pid}) started on {shown(config_path)}")
+        watcher = LogWatcher(ingestor, out / "ingestor.log")
+        try:
+            status = run_producer_and_show(args, broker.bootstrap, out, watcher)
+        finally:
+            stop(ingestor)  # before the broker it talks to
+        watcher.thread.join(5)
+        print(f"\n5. the ingestor's last words:\n  {watcher.last_statistics}")
+        if args.keep_broker:
+            print(f"\nThe broker stays at {broker.bootstrap} (topics {', '.join(TOPICS)}) until Ctrl-C: "
+                  f"{shown(config_path)} points at it", flush=True)
+            signal.pause()
+        return status
+
+
+def shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the checkout when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, watcher: LogWatcher) -> int:
+    log = shown(out / "ingestor.log")
     if not watcher.consuming.wait(30):
-        print("the ingestor did not start; see demo-output/ingestor.log", file=sys.stderr)
+        print(f"the ingestor did not start; see {log}", file=sys.stderr)
         return 1
     print(f"3. producer: {args.runs} runs as the real writer sends them (unkeyed, the pl72 to {POOL_TOPIC} and "
           f"echoed on {CONTROL_TOPIC} with answ, x5f2, 6s4t, answ, wrdn), two at a time; and one start the writer "
@@ -152,7 +178,7 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
          "--pool-topic", POOL_TOPIC, "--status-topic", STATUS_TOPIC, "--control-topic", CONTROL_TOPIC,
          "--count", str(args.runs), "--overlap", "2", "--failed-starts", "1", "--abandoned", "1", "--rate", "2",
          "--output-dir", str(out / "data")],
-        cwd=ROOT,
+        cwd=ROOT, start_new_session=True,  # on Ctrl-C the demo kills it: no traceback of its own
     )
     if produced.returncode != 0:
         return produced.returncode
@@ -163,8 +189,8 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
     print_table(watcher.ingested)
     print(f"   its watchdog reported {len(watcher.watchdog)} of the writer's jobs (a refused start, a job silent "
           f"for {JOB_SILENCE_S} s)")
-    print("\nFull log: demo-output/ingestor.log; audit trail: demo-output/audit.jsonl; "
-          "each dataset in full: grep 'would create' demo-output/ingestor.log")
+    print(f"\nFull log: {log}; audit trail: {shown(out / 'audit.jsonl')}; "
+          f"each dataset in full: grep 'would create' {log}")
     return 0 if len(watcher.ingested) == args.runs and len(watcher.watchdog) == 2 else 1
 
 

@@ -38,8 +38,8 @@ def admin_client(bootstrap: str) -> AdminClient:
 class TansuBroker:
     """A Tansu broker as a child process on a free loopback port."""
 
-    def __init__(self, log_path: Optional[str] = None, start_timeout_s: float = 20.0):
-        self.port = free_port()
+    def __init__(self, log_path: Optional[str] = None, start_timeout_s: float = 20.0, port: Optional[int] = None):
+        self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_path or os.path.join(tempfile.gettempdir(), f"tansu-{self.port}.log")
         self.start_timeout_s = start_timeout_s
@@ -51,6 +51,8 @@ class TansuBroker:
             self.process = subprocess.Popen(
                 [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                # Out of the terminal's process group: Ctrl-C is for whoever started it, who stops it in order.
+                start_new_session=True,
             )
         deadline = time.monotonic() + self.start_timeout_s
         while time.monotonic() < deadline:

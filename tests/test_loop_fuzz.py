@@ -19,15 +19,17 @@ import scicat_ingestor as si  # noqa: E402
 SPOOL = tempfile.mkdtemp(prefix="sfi-fuzz-spool-")
 
 
-def dry_run_ingestor() -> si.Ingestor:
+def offline_ingestor(dry_run: bool = True) -> si.Ingestor:
+    """An ingestor without Kafka; dry_run=False to see it spool (a dry run spools nothing), with a
+    SciCat that is never reached as long as the files it is given do not exist."""
     config = si.parse_config({
         "kafka": {"bootstrap_servers": "unused:9092"},
-        "scicat": {"host": "http://unused/api/v3"},
+        "scicat": {"host": "http://unused/api/v3", "username": "u", "password": "p", "max_retries": 0},
         "dataset": {"contact_email": "dm@example.org", "creation_location": "/ESS/X", "ownable": {"ownerGroup": "g"}},
         "files": {"wait_s": 0},
         "spool": {"directory": SPOOL},
         "audit": {"file": ""},
-        "options": {"dry_run": True},
+        "options": {"dry_run": dry_run},
     })
     return si.Ingestor(config)
 
@@ -67,7 +69,7 @@ def damaged(payload: bytes, data: st.DataObject) -> bytes:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=300))
 def test_random_bytes_never_stop_the_loop(payload):
-    ingestor = dry_run_ingestor()
+    ingestor = offline_ingestor()
     outcomes = watched(ingestor)
     ingestor.handle(si.Delivery(payload, "t", 0, 1))
     assert not [o.reason for o in outcomes if "unexpected error" in o.reason]
@@ -77,7 +79,7 @@ def test_random_bytes_never_stop_the_loop(payload):
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.sampled_from([VALID_RUN_START, VALID_WRDN]), st.data())
 def test_truncated_and_bit_flipped_messages_never_stop_the_loop(payload, data):
-    ingestor = dry_run_ingestor()
+    ingestor = offline_ingestor()
     outcomes = watched(ingestor)
     ingestor.handle(si.Delivery(damaged(payload, data), "t", 0, 1))
     assert sum(ingestor.stats.messages.values()) == 1
@@ -87,7 +89,7 @@ def test_truncated_and_bit_flipped_messages_never_stop_the_loop(payload, data):
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=80))
 def test_metadata_that_is_not_json_still_ingests_or_spools_the_file(metadata):
-    ingestor = dry_run_ingestor()
+    ingestor = offline_ingestor(dry_run=False)
     # A job of its own each time: a failure of the same job and file is spooled only once.
     wrdn = serialise_wrdn(service_id="fw", job_id=f"job-{uuid.uuid4()}", error_encountered=False,
                           file_name="/nonexistent/y.hdf", metadata=metadata)
@@ -98,7 +100,7 @@ def test_metadata_that_is_not_json_still_ingests_or_spools_the_file(metadata):
 
 
 def test_a_damaged_wrdn_is_kept_in_the_spool_for_a_human():
-    ingestor = dry_run_ingestor()
+    ingestor = offline_ingestor(dry_run=False)
     before = Path(ingestor.spool.path).read_text().count("\n") if Path(ingestor.spool.path).exists() else 0
     # A wrdn header with a body that is no FlatBuffer.
     ingestor.handle(si.Delivery(b"\x00\x00\x00\x00wrdn" + b"\xff" * 20, "commands", 3, 42))
@@ -110,7 +112,7 @@ def test_a_damaged_wrdn_is_kept_in_the_spool_for_a_human():
 
 
 def test_a_failure_delivered_again_is_spooled_once_until_replay_takes_it():
-    ingestor = dry_run_ingestor()
+    ingestor = offline_ingestor(dry_run=False)
     damaged = si.Delivery(b"\x00\x00\x00\x00wrdn" + uuid.uuid4().bytes, "commands", 0, 7)
     missing = si.Delivery(serialise_wrdn(service_id="fw", job_id=f"job-{uuid.uuid4()}", error_encountered=False,
                                          file_name="/nonexistent/z.hdf"), "commands", 0, 8)

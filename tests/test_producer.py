@@ -95,8 +95,9 @@ def test_keyed_runs_are_announced_on_one_topic_keyed_by_job_id(tmp_path, kafka_b
     result = run_producer("--broker", kafka_bootstrap, "--keyed", "--topic", kafka_topic, "--count", "3", "--noise",
                           "--output-dir", str(tmp_path), "--metadata", '{"proposal_id": "1"}')
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.strip().splitlines()
+    *lines, summary = result.stdout.strip().splitlines()
     assert len(lines) == 3 and all(line.endswith("bytes") for line in lines)
+    assert summary == f"producer: 3 runs sent to {kafka_topic} at {kafka_bootstrap}, their files in {tmp_path}"
 
     messages = [(msg.key(), *decoded(msg)) for msg in read_topic(kafka_bootstrap, kafka_topic, at_least=21)]
     starts = [(k, m) for k, s, m in messages if s == "pl72"]
@@ -195,7 +196,8 @@ def test_the_producer_drives_the_ingestor_end_to_end(tmp_path, kafka_bootstrap, 
         result = run_producer("--broker", kafka_bootstrap, "--keyed", "--topic", kafka_topic, "--count", "4", "--noise",
                               "--proposal", "987654", "--events", "5000", "--output-dir", str(tmp_path))
         assert result.returncode == 0, result.stderr
-        runs = [line.split() for line in result.stdout.strip().splitlines()]  # job id, path, size, "bytes"
+        *lines, _summary = result.stdout.strip().splitlines()
+        runs = [line.split() for line in lines]  # job id, path, size, "bytes"
         assert len(runs) == 4
         wait_until(lambda: all(scicat.datasets_for_job(job) for job, *_ in runs), 60, "a dataset for every run")
         ingestor.wait_for_log("undecodable", timeout=30)

@@ -289,7 +289,8 @@ def parse_arguments(argv: Optional[list[str]]) -> argparse.Namespace:
     parser.add_argument("--broker", default="localhost:9092", help="Kafka bootstrap servers (default %(default)s)")
     parser.add_argument("--count", type=int, default=1, help="how many runs that finish (default %(default)s)")
     parser.add_argument("--rate", type=float, default=0, help="runs started per second; 0 for as fast as possible")
-    parser.add_argument("--output-dir", default="nexus-files", help="where the files go (made absolute)")
+    parser.add_argument("--output-dir", default="state/nexus-files",
+                        help="where the files go (made absolute; default %(default)s, which git ignores in a checkout)")
     parser.add_argument("--instrument", default="DREAM",
                         help="instrument name; several comma-separated, runs go to each in turn (default %(default)s)")
     parser.add_argument("--proposal", default="123456", help="proposal id (default %(default)s)")
@@ -469,7 +470,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         ensure_topics(args.broker, topics, args.partitions)
     sender = Sender(args.broker)
     (produce_keyed if args.keyed else produce_realistic)(args, sender)
-    return sender.finish()
+    if sender.finish():
+        return 1
+    if not args.quiet:
+        topics = args.topic if args.keyed else f"{args.pool_topic} and the control topics"
+        print(f"producer: {args.count} runs sent to {topics} at {args.broker}, "
+              f"their files in {Path(args.output_dir).resolve()}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":
