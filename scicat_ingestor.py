@@ -488,7 +488,7 @@ def _warn_if_others_read(path: str, what: str) -> None:
     except OSError:
         return
     if readable_by_others:
-        logger.warning("%s: %s holds a secret and every user of this host may read it (chmod o-r %s)",
+        logger.warning("%s: %s holds a credential and every user of this host may read it (chmod o-r %s)",
                        what, path, path)
 
 
@@ -2188,9 +2188,12 @@ class SciCatClient:
             attempt += 1
             delay = retry_delay(self.config, attempt)
             self.retries += 1
-            # Keyed by the kind of problem (HTTP 503, ConnectionError), not its details, which vary.
-            self.repeats.log(logging.WARNING, problem.partition(":")[0], "SciCat at %s: %s %s: %s; retry %d/%d in %.1f s",
-                             self.config.host, method, path, problem[:200], attempt, self.config.max_retries, delay)
+            said = ("SciCat at %s: %s %s: %s; retry %d/%d in %.1f s", self.config.host, method, path, problem[:200],
+                    attempt, self.config.max_retries, delay)
+            if path == "/auth/login":  # each retry: whoever starts the ingestor waits on them
+                logger.warning(*said)
+            else:  # once per 30 s by the kind of problem (HTTP 503, ConnectionError), not its varying details
+                self.repeats.log(logging.WARNING, problem.partition(":")[0], *said)
             self.wait(delay)
 
     def request(self, method: str, path: str, body: Any = None, params: Any = None):

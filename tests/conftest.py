@@ -58,6 +58,14 @@ def kafka_topic(kafka_bootstrap):
     return name
 
 
+@pytest.fixture
+def data_dir(tmp_path):
+    """The folder the file writer (the tests) writes NeXus files to."""
+    data = tmp_path / "data"
+    data.mkdir()
+    return data
+
+
 # -- SciCat --------------------------------------------------------------------
 
 

@@ -89,6 +89,7 @@ class IngestorProcess:
         self.config = config
         self.config_path = tmp_path / f"config-{uuid.uuid4().hex[:6]}.json"
         self.config_path.write_text(json.dumps(config))
+        self.config_path.chmod(0o600)  # it holds the password: readable by others, the ingestor warns
         self.log_path = tmp_path / f"ingestor-{uuid.uuid4().hex[:6]}.log"
         self.args = ["-c", str(self.config_path), "-v", "--debug", "DEBUG", *extra_args]
         self.process: Optional[subprocess.Popen] = None

@@ -40,7 +40,7 @@ def test_a_good_configuration_passes_every_check_and_ingests_nothing(tmp_path, g
     assert status == 0, lines + [stderr]
     assert failing(lines) == []
     *lines, summary = lines
-    assert summary == "--check-config: 6 checks, all passed"
+    assert summary == "--check-config: 7 checks, all passed"
     checked = [line.split(":")[0] for line in lines]
     assert checked == ["ok   kafka", f"ok   kafka topic {kafka_topic}", "ok   scicat",
                        f"ok   files root {tmp_path / 'data'}", f"ok   spool folder {tmp_path / 'spool'}",
@@ -56,7 +56,7 @@ def test_a_wrong_password_fails_the_scicat_check_only(tmp_path, good_config):
     assert status == 1
     [line] = failing(lines)
     assert line.startswith("FAIL scicat: login as ingestor failed: HTTP 401")
-    assert lines[-1] == "--check-config: 6 checks, 1 failed"
+    assert lines[-1] == "--check-config: 7 checks, 1 failed"
     assert "wrong-password" not in "\n".join(lines) + stderr
 
 

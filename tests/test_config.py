@@ -334,8 +334,8 @@ def test_a_configuration_holding_a_secret_readable_by_others_is_warned_about(tmp
     path.write_text(json.dumps(raw))
     path.chmod(0o644)
     si.load_config(str(path))
-    assert f"scicat.host, scicat.password: {path} holds a secret and every user of this host may read it" in caplog.text
+    assert f"scicat.host, scicat.password: {path} holds a credential and every user of this host may read it" in caplog.text
     caplog.clear()
     path.chmod(0o640)
     si.load_config(str(path))
-    assert "holds a secret" not in caplog.text
+    assert "holds a credential" not in caplog.text

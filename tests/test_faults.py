@@ -12,13 +12,6 @@ from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, one_d
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    return data
-
-
 def test_kill_9_mid_stream_then_restart_gives_exactly_one_dataset_per_run(tmp_path, data_dir, scicat,
                                                                            kafka_bootstrap, kafka_topic):
     writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import threading
 import time
@@ -24,13 +23,6 @@ from kafka_broker import TansuBroker, create_topic, free_port, produce
 import producer  # noqa: E402  (examples/producer, put on the path by ingestor_harness)
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def data_dir(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    return data
 
 
 @pytest.fixture
@@ -315,24 +307,16 @@ def test_the_scicat_password_may_come_from_a_file_and_a_world_readable_one_is_wa
         wait_until(lambda: one_dataset_each(scicat, [run]), 60, "the dataset, created after a login")
         log = ingestor.log()
     assert scicat.logins >= 1
-    assert f"scicat.password_file: {secret} holds a secret and every user of this host may read it" in log
+    assert f"scicat.password_file: {secret} holds a credential and every user of this host may read it" in log
     [dump] = [line for line in log.splitlines() if "configuration: {" in line]
     assert '"password": "***"' in dump and '"secret"' not in dump
 
 
-def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_dir):
+def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_dir, scicat):
     import scicat_ingestor as si
     from streaming_data_types.finished_writing_wrdn import serialise_wrdn
 
-    config = si.parse_config({
-        "kafka": {"bootstrap_servers": "unused:9092"},
-        "scicat": {"host": "http://unused/api/v3"},
-        "dataset": {"contact_email": "dm@example.org", "creation_location": "/ESS/X", "ownable": {"ownerGroup": "g"}},
-        "files": {"wait_s": 0},
-        "spool": {"directory": str(tmp_path / "spool")},
-        "audit": {"file": ""},
-        "options": {"dry_run": True},
-    })
+    config = si.parse_config(ingestor_config(tmp_path, "unused:9092", "unused", scicat.url, **{"files.wait_s": 0}))
     ingestor = si.Ingestor(config)
     late, deep = data_dir / "late.hdf", data_dir / "deep.hdf"
 
@@ -345,7 +329,7 @@ def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_
     ingestor.handle(si.Delivery(b"\x00\x00\x00\x00wrdn" + b"\xff" * 20, "t", 0, 3))  # damaged: kept as bytes
     run_start = serialise_pl72(job_id="j", filename="/x.hdf")
     # What the ingestor spools for a message that failed unforeseen: the message as it came.
-    ingestor.add_to_spool(si.spool_record(si.Delivery(run_start, "t", 0, 4), None, None, "unexpected error: X", 1))
+    ingestor.spool_once(si.spool_record(si.Delivery(run_start, "t", 0, 4), None, None, "unexpected error: X", 1))
     assert len(Path(ingestor.spool.path).read_text().splitlines()) == 4
 
     assert si.Ingestor(config).replay("") == si.EXIT_FAILED
@@ -357,6 +341,7 @@ def test_replay_handles_every_kind_of_record_the_ingestor_writes(tmp_path, data_
     assert si.Ingestor(config).replay("") == si.EXIT_FAILED
     [left] = [json.loads(line) for line in Path(ingestor.spool.path).read_text().splitlines()]
     assert left["offset"] == 3 and "damaged wrdn" in left["reason"]
+    assert len(scicat.datasets) == 2  # late.hdf and deep.hdf, once each
 
 
 def test_ingest_file_of_a_folder_holding_a_fifo_ingests_the_rest_and_ends(tmp_path, scicat, data_dir):

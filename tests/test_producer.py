@@ -129,8 +129,11 @@ def test_by_default_runs_go_as_the_real_writer_sends_them(tmp_path, kafka_bootst
                           "--control-topic", control, "--count", "2", "--failed-starts", "1", "--abandoned", "1",
                           "--overlap", "3", "--output-dir", str(tmp_path), "--metadata", '{"proposal_id": "1"}')
     assert result.returncode == 0, result.stderr
-    fates = Counter(line.split("  ")[2].split()[-1] for line in result.stdout.strip().splitlines())
+    *lines, summary = result.stdout.strip().splitlines()
+    fates = Counter(line.split("  ")[2].split()[-1] for line in lines)
     assert fates == {"bytes": 2, "start": 1, "abandoned": 1}
+    assert summary == f"producer: 2 runs sent to {pool} and the control topics at {kafka_bootstrap}, " \
+                      f"their files in {tmp_path.resolve()}"
     # 4 pl72 to the pool, 1 refused start; 3 echoes, 3 answ, 2x8 + 2 x5f2, 2x(6s4t, answ, wrdn)
     messages = read_topics(kafka_bootstrap, [pool, status, control], at_least=4 + 1 + 3 + 3 + 18 + 6)
     assert all(msg.key() is None for msg in messages)

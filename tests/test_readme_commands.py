@@ -155,14 +155,14 @@ def test_every_command_of_the_readme_on_a_fresh_clone(tmp_path, kafka_bootstrap,
                    scicat__password_env=PASSWORD_VARIABLE, options__dry_run=False)
         assert f"export {PASSWORD_VARIABLE}=" in section(demo_section)
         checked = clone.run("./scicat_ingestor.py -c my-config.json --check-config", demo_section)
-        assert checked[-1] == "--check-config: 6 checks, all passed", checked
+        assert checked[-1] == "--check-config: 9 checks, all passed", checked
         ingestor = clone.start("./scicat_ingestor.py -c my-config.json -v", demo_section)
-        ingestor.wait_for("consuming command_channel")
+        ingestor.wait_for("consuming ess_filewriter_pool")
         sent = clone.run(f".venv/bin/python examples/producer/producer.py --broker {broker} --count 3 "
                          "--output-dir demo-output/data", demo_section,
                          shell_form=".venv/bin/python examples/producer/producer.py --broker <the demo's broker> "
                                     "--count 3 --output-dir demo-output/data")
-        assert sent[-1].startswith(f"producer: 3 runs sent to command_channel at {broker}")
+        assert sent[-1].startswith(f"producer: 3 runs sent to ess_filewriter_pool and the control topics at {broker}")
         wait_until(lambda: len(scicat.origdatablocks) == 3, 60, "3 datasets in SciCat")
         assert re.search(r"stopped on SIGINT after \d+ s: \d+ messages, 3 files: 3 created$",
                             ingestor.stop(signal.SIGINT))
@@ -187,8 +187,8 @@ def test_every_command_of_the_readme_on_a_fresh_clone(tmp_path, kafka_bootstrap,
     assert f"export {PASSWORD_VARIABLE}=" in section(run_section)
     ingestor = clone.start("./scicat_ingestor.py -c config.json -v --sys-log", run_section)
     ingestor.wait_for(f"consuming {kafka_topic}")
-    sent = clone.run(f".venv/bin/python examples/producer/producer.py --broker {kafka_bootstrap} --topic "
-                     f"{kafka_topic} --count 2", "The file-writer stand-in",
+    sent = clone.run(f".venv/bin/python examples/producer/producer.py --broker {kafka_bootstrap} --keyed "
+                     f"--topic {kafka_topic} --count 2", "The file-writer stand-in",
                      shell_form="examples/producer/producer.py")
     wait_until(lambda: len(scicat.origdatablocks) == 5, 60, "2 more datasets in SciCat")
     assert re.search(r"stopped on SIGTERM after \d+ s: 4 messages, 2 files: 2 created$",

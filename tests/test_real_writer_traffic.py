@@ -49,7 +49,9 @@ class Deployment:
             capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         runs = []
-        for line in result.stdout.strip().splitlines():
+        *lines, summary = result.stdout.strip().splitlines()
+        assert summary.startswith("producer: "), summary
+        for line in lines:
             job_id, path, what = line.split("  ")
             number = int(Path(path).stem.rsplit("_", 1)[1])
             runs.append({"job_id": job_id, "path": path, "run_name": f"run_{number:08d}",

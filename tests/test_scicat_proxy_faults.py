@@ -38,13 +38,6 @@ def proxy(scicat):
     proxy.close()
 
 
-@pytest.fixture
-def data_dir(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    return data
-
-
 def config_through(proxy, tmp_path, kafka_bootstrap, kafka_topic, pid_prefix, **overrides):
     config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
                              **{"scicat.timeout_s": 2, "scicat.max_retries": 5, "scicat.retry_backoff_s": 0.2,
@@ -137,7 +130,7 @@ def test_a_login_refused_for_a_few_seconds_is_retried(tmp_path, data_dir, scicat
         second = writer.run()
         assert_healthy(ingestor, scicat, [first, second])
         assert proxy.applied("answer") == 6
-        assert ingestor.log().count(f"SciCat POST /auth/login: HTTP {status}; retry") == 6
+        assert ingestor.log().count(f"POST /auth/login: HTTP {status}; retry") == 6
 
 
 def test_an_origdatablock_refused_four_times_is_retried_on_the_same_message(
