@@ -561,7 +561,7 @@ def redacted(value: Any, key: str = "") -> Any:
         return {k: redacted(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redacted(v) for v in value]
-    if value and any(word in key.lower() for word in SECRET_WORDS) and key != "password_env":
+    if value and any(word in key.lower() for word in SECRET_WORDS) and key not in SECRET_POINTERS:
         return "***"
     return redact_urls(value) if isinstance(value, str) else value
 
@@ -994,7 +994,7 @@ class RunStartStore:
             for job_id in self._finished:
                 f.write(json.dumps({"finished": job_id}) + "\n")
             for waiting in self._waiting.values():
-                f.write(json.dumps({"start": dataclasses.asdict(waiting.run_start), "sent_at": waiting.sent_at}) + "\n")
+                f.write(json.dumps(self._start_record(waiting)) + "\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(new, self.path)
@@ -1021,8 +1021,13 @@ class RunStartStore:
             return False
         waiting = WaitingRunStart(run_start, sent_at or time.time())
         self._keep(waiting)
-        self._append({"start": dataclasses.asdict(run_start), "sent_at": waiting.sent_at})
+        self._append(self._start_record(waiting))
         return True
+
+    @staticmethod
+    def _start_record(waiting: WaitingRunStart) -> dict[str, Any]:
+        """A waiting run start as a line of the file (read back by _replay)."""
+        return {"start": dataclasses.asdict(waiting.run_start), "sent_at": waiting.sent_at}
 
     def _keep(self, waiting: WaitingRunStart) -> None:
         self._waiting[waiting.run_start.job_id] = waiting
@@ -1031,7 +1036,6 @@ class RunStartStore:
 
     def finish(self, job_id: str) -> None:
         """The job's wrdn is handled: its run start goes, and copies of it read later are passed over."""
-        self._waiting.pop(job_id, None)
         if job_id not in self._finished:
             self._mark_finished(job_id)
             self._append({"finished": job_id})
