@@ -213,6 +213,8 @@ def test_sighup_reopens_the_log_file_and_the_ingestor_goes_on(tmp_path, scicat, 
     with IngestorProcess(tmp_path, config, "--file-log", str(log_file)) as ingestor:
         before = writer.run()
         wait_until(lambda: one_dataset_each(scicat, [before]), 60, "the first dataset")
+        # Its line comes after the POSTs: rotated before it, it would rightly go to the new file.
+        wait_until(lambda: f"ingested job {before['job_id']}" in log_file.read_text(), 30, "the first file's line")
         rotated = tmp_path / "ingestor-file.log.1"
         log_file.rename(rotated)  # as logrotate does, without copytruncate
         ingestor.process.send_signal(signal.SIGHUP)
