@@ -1995,8 +1995,10 @@ class ThumbnailPainter:
         low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
         span_y = (high - low) or 1.0
         span_x = (float(x_values[-1] - x_values[0])) or 1.0
-        xs = self.left + (x_values - x_values[0]) / span_x * (self.right - self.left)
-        ys = self.bottom - (np.where(finite, values, low) - low) / span_y * (self.bottom - self.top)
+        # Inside the frame, not on it: the lowest and highest values stay visible.
+        left, right, top, bottom = self.left + 2, self.right - 2, self.top + 3, self.bottom - 3
+        xs = left + (x_values - x_values[0]) / span_x * (right - left)
+        ys = bottom - (np.where(finite, values, low) - low) / span_y * (bottom - top)
         run: list[tuple[float, float]] = []
         for x, y, ok in zip(xs.tolist(), ys.tolist(), finite.tolist()):
             if ok:
