@@ -1,0 +1,134 @@
+"""End to end: each dataset gets exactly one picture of its file's default plot, through the
+real broker, the real script and real HTTP; a file without NXdata gets none; a redelivered
+message, a replay or an answer lost after SciCat made the attachment never make a second."""
+
+from __future__ import annotations
+
+import base64
+import io
+import urllib.parse
+
+import pytest
+from PIL import Image
+
+import scicat_ingestor as si
+from fault_proxy import FaultProxy
+from ingestor_harness import FileWriter, IngestorProcess, ingestor_config, producer, wait_until
+
+pytestmark = pytest.mark.integration
+
+PID_PREFIX = "20.500.12269"
+
+
+def picture_size(attachment: dict) -> tuple[int, int]:
+    uri = attachment["thumbnail"]
+    assert uri.startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+    assert image.format == "PNG"
+    return image.size
+
+
+def dataset_of(scicat, run) -> dict:
+    return wait_until(lambda: (scicat.datasets_for_job(run["job_id"]) or [None])[0], 60, "the dataset")
+
+
+def audit_of(ingestor, run, count: int = 1) -> list[dict]:
+    return wait_until(lambda: [a for a in ingestor.audit() if a["job_id"] == run["job_id"]][count - 1:] and
+                      [a for a in ingestor.audit() if a["job_id"] == run["job_id"]], 60, "the audit lines")
+
+
+def test_each_dataset_gets_one_picture_and_a_file_without_nxdata_none(tmp_path, data_dir, scicat, kafka_bootstrap,
+                                                                      kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+                             **{"thumbnail.width": 480, "thumbnail.height": 320})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        plotted, bare = writer.run(), writer.run(plots=False)
+        plotted_pid, bare_pid = dataset_of(scicat, plotted)["pid"], dataset_of(scicat, bare)["pid"]
+        [first] = audit_of(ingestor, plotted)
+        [second] = audit_of(ingestor, bare)
+        # The redelivered wrdn of the first: its dataset is found, and so is its picture.
+        writer.finish(plotted)
+        audit_of(ingestor, plotted, count=2)
+        log = ingestor.log()
+    [attachment] = scicat.attachments_of(plotted_pid)
+    assert picture_size(attachment) == (480, 320)
+    assert attachment["caption"] == "Default plot: /entry/detector_image/counts"
+    assert (attachment["ownerGroup"], attachment["accessGroups"]) == ("ess", ["dream"])
+    assert scicat.attachments_of(bare_pid) == []
+    assert first["thumbnail"] == "attached" and second["thumbnail"] == "none: no NXdata with a signal"
+    redelivered = [a for a in ingestor.audit() if a["job_id"] == plotted["job_id"]][1]
+    assert redelivered["outcome"] == "duplicate" and redelivered["thumbnail"] == "attached already"
+    assert "without a thumbnail" not in log  # no warning for the file that has nothing to draw
+
+
+@pytest.fixture
+def proxy(scicat):
+    proxy = FaultProxy(("127.0.0.1", scicat.port))
+    yield proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("mode", ["502-after-forward", "reset-after-forward"])
+def test_an_attachment_whose_answer_is_lost_is_found_not_made_again(tmp_path, data_dir, scicat, proxy,
+                                                                    kafka_bootstrap, kafka_topic, mode):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
+                             **{"scicat.retry_backoff_s": 0.2})
+    config["dataset"]["pid_prefix"] = PID_PREFIX
+    run = writer.run(send_finish=False)
+    pid = si.deterministic_pid(PID_PREFIX, run["job_id"], run["path"].rsplit("/", 1)[-1])
+    proxy.fail(mode, "POST", f"/api/v3/Datasets/{urllib.parse.quote(pid, safe='')}/attachments")
+    with IngestorProcess(tmp_path, config) as ingestor:
+        writer.finish(run)
+        [line] = audit_of(ingestor, run)
+        ingestor.wait_for_log("not created again")
+    assert proxy.applied(mode) == 1
+    assert line["outcome"] == "ingested" and line["thumbnail"] == "attached"
+    assert len(scicat.attachments_of(pid)) == 1
+
+
+def test_a_picture_scicat_refuses_leaves_the_dataset_and_ingesting_again_attaches_it_once(
+        tmp_path, data_dir, scicat, kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    config["dataset"]["pid_prefix"] = PID_PREFIX
+    run = writer.run(send_finish=False)
+    pid = si.deterministic_pid(PID_PREFIX, run["job_id"], run["path"].rsplit("/", 1)[-1])
+    scicat.fail_next(400, path_prefix=f"/api/v3/Datasets/{urllib.parse.quote(pid, safe='')}/attachments")
+    with IngestorProcess(tmp_path, config) as ingestor:
+        writer.finish(run)
+        [line] = audit_of(ingestor, run)
+        ingestor.wait_for_log("goes without a thumbnail")
+    assert line["outcome"] == "ingested" and line["thumbnail"].startswith("failed: SciCat refused it")
+    assert scicat.attachments_of(pid) == [] and ingestor.spooled() == []
+    # --ingest-file of the same file, twice, as a backfill would: one picture.
+    for attempt in ("attached", "attached already"):
+        again = IngestorProcess(tmp_path, config, "--ingest-file", run["path"]).start()
+        assert again.process.wait(60) == 0, again.log()[-3000:]
+        assert again.audit()[-1]["outcome"] == "duplicate" and again.audit()[-1]["thumbnail"] == attempt
+    assert len(scicat.attachments_of(pid)) == 1
+
+
+def test_a_picture_that_fails_costs_a_warning_and_an_audit_note_not_the_dataset(tmp_path, data_dir, scicat,
+                                                                                 kafka_bootstrap, kafka_topic):
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    # Chunks of the image larger than the budget: drawing it fails; the dataset must not.
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"thumbnail.max_read_mb": 0.001})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        run = writer.run()
+        pid = dataset_of(scicat, run)["pid"]
+        [line] = audit_of(ingestor, run)
+        ingestor.wait_for_log("goes without a thumbnail")
+    assert line["outcome"] == "ingested" and line["thumbnail"].startswith("failed: ThumbnailTooCostly")
+    assert scicat.attachments_of(pid) == []
+    assert [b["datasetId"] for b in scicat.origdatablocks] == [pid]
+    assert ingestor.spooled() == []
+
+
+def test_the_producer_writes_a_default_plot_the_ingestor_draws(tmp_path):
+    path = tmp_path / "run.hdf"
+    producer.write_nexus_file(str(path), job_id="job-1", run_number=2)
+    outcome = si.picture_of_file(str(path), si.ThumbnailConfig())
+    assert outcome.thumbnail.caption == "Default plot: /entry/detector_image/counts"
+    assert 5_000 < len(outcome.thumbnail.png) < 60_000
