@@ -132,3 +132,33 @@ def test_the_producer_writes_a_default_plot_the_ingestor_draws(tmp_path):
     outcome = si.picture_of_file(str(path), si.ThumbnailConfig())
     assert outcome.thumbnail.caption == "Default plot: /entry/detector_image/counts"
     assert 5_000 < len(outcome.thumbnail.png) < 60_000
+
+
+def test_a_picture_that_hangs_costs_the_picture_not_the_file_nor_the_loop(tmp_path, data_dir, scicat,
+                                                                           kafka_bootstrap, kafka_topic):
+    """The default plot is an external link into a FIFO, as a hung mount behaves: open(2) never
+    returns. The file is ingested without a picture at thumbnail.timeout_s, and the next one too."""
+    import os
+
+    import h5py
+
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, **{"thumbnail.timeout_s": 2})
+    hung = writer.run(send_finish=False, plots=False)
+    os.mkfifo(data_dir / "hung-mount.nxs")
+    with h5py.File(hung["path"], "a") as f:
+        f.attrs["default"] = "entry"
+        f["entry"].attrs["default"] = "plots"
+        plots = f["entry"].create_group("plots")  # below what the metadata is read from
+        plots.attrs["default"] = "data"
+        plots["data"] = h5py.ExternalLink(str(data_dir / "hung-mount.nxs"), "/entry/data")
+    with IngestorProcess(tmp_path, config) as ingestor:
+        writer.finish(hung)
+        [line] = audit_of(ingestor, hung)
+        after = writer.run()
+        [next_line] = audit_of(ingestor, after)
+        assert ingestor.running()
+    assert line["outcome"] == "ingested"
+    assert line["thumbnail"] == "failed: drawing it did not finish within thumbnail.timeout_s (2 s)"
+    assert next_line["outcome"] == "ingested" and next_line["thumbnail"] == "attached"
+    assert scicat.attachments_of(dataset_of(scicat, hung)["pid"]) == []
