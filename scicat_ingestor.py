@@ -1790,6 +1790,7 @@ class Thumbnail:
     caption: str
     width: int
     height: int
+    read_bytes: int = 0  # what HDF5 read of the signal for it (PlotSelection.bytes_touched)
 
     def data_uri(self) -> str:
         import base64
@@ -2071,7 +2072,7 @@ def draw_thumbnail(source: PlotSource, settings: "ThumbnailConfig") -> Thumbnail
         painter.frame(f"{signal.name}{selection.note}" + (f" ({units})" if units else ""), _axis_label(x_axis, "index"),
                       _axis_label(y_axis, "index"), _axis_range(x_axis, signal.shape[-1]),
                       _axis_range(y_axis, signal.shape[-2]))
-    return Thumbnail(painter.png(), caption, settings.width, settings.height)
+    return Thumbnail(painter.png(), caption, settings.width, settings.height, selection.bytes_touched)
 
 
 def picture_of_file(path: str, settings: "ThumbnailConfig", opened: Any = None) -> ThumbnailOutcome:

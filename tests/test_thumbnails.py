@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import zlib
 from pathlib import Path
 
 import h5py
@@ -15,6 +14,7 @@ import pytest
 from PIL import Image
 
 import scicat_ingestor as si
+from ingestor_harness import producer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "tests" / "data" / "scicat-exchanges.jsonl"
@@ -219,23 +219,10 @@ class CountingFile(io.FileIO):
         return n
 
 
-def sparse_compressed_signal(path: Path, shape: tuple[int, int], chunk: tuple[int, int]) -> int:
-    """A NeXus file whose signal has ``shape`` (float32), every chunk written already compressed:
-    gigabytes of data in a file of a few MB. Returns the signal's size in bytes."""
-    with h5py.File(path, "w") as f:
-        group = nx_group(nx_group(f, "entry", "NXentry"), "data", "NXdata", signal="signal")
-        signal = group.create_dataset("signal", shape=shape, dtype="float32", chunks=chunk, compression="gzip")
-        compressed = {v: zlib.compress(np.full(chunk, v, dtype="float32").tobytes()) for v in range(4)}
-        for row in range(0, shape[0], chunk[0]):
-            for column in range(0, shape[1], chunk[1]):
-                signal.id.write_direct_chunk((row, column), compressed[(row // chunk[0] + column // chunk[1]) % 4])
-    return int(np.prod(shape)) * 4
-
-
 def test_a_2_gb_chunked_signal_is_read_within_max_read_mb(tmp_path):
     path = tmp_path / "two-gb.nxs"
     chunk = (512, 512)  # 1 MiB of float32 each
-    size = sparse_compressed_signal(path, (32768, 16384), chunk)
+    size = producer.write_large_plot(str(path), (32768, 16384), chunk)
     assert size == 2 * 2**30 and path.stat().st_size < 20 * 2**20
     counting = CountingFile(path)
     with h5py.File(counting, "r") as f:

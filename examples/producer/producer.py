@@ -242,6 +242,26 @@ def _write_plots(f: h5py.File, entry: h5py.Group, run_number: int) -> None:
     spectrum.create_dataset("time_of_flight", data=tof).attrs["units"] = "us"
 
 
+def write_large_plot(path: str, shape: tuple[int, int], chunk: tuple[int, int]) -> int:
+    """A NeXus file whose default plot is a float32 image of ``shape``, every chunk written already
+    compressed (four values in turn): gigabytes of signal in a file of a few MB, for the thumbnail's
+    tests and benchmark. Returns the signal's size in bytes."""
+    import zlib
+
+    with h5py.File(path, "w") as f:
+        f.attrs["default"] = "entry"
+        entry = _group(f, "entry", "NXentry")
+        entry.attrs["default"] = "data"
+        data = _group(entry, "data", "NXdata")
+        data.attrs["signal"] = "signal"
+        signal = data.create_dataset("signal", shape=shape, dtype="float32", chunks=chunk, compression="gzip")
+        compressed = [zlib.compress(np.full(chunk, value, dtype="float32").tobytes()) for value in range(4)]
+        for row in range(0, shape[0], chunk[0]):
+            for column in range(0, shape[1], chunk[1]):
+                signal.id.write_direct_chunk((row, column), compressed[(row // chunk[0] + column // chunk[1]) % 4])
+    return int(np.prod(shape)) * 4
+
+
 def _write_log(log: h5py.Group, start_time: float) -> None:
     time_ns = log.create_dataset("time", data=int(start_time * 1e9) + np.arange(60, dtype=np.uint64) * 10**9)
     time_ns.attrs["units"] = "ns"
