@@ -1973,6 +1973,8 @@ class ThumbnailPainter:
 
     def frame(self, title: str, x_label: str, y_label: str, x_range: tuple[float, float],
               y_range: tuple[float, float]) -> None:
+        from PIL import Image, ImageDraw
+
         self.text((self.width / 2, 4), title[:70], "ma")
         self.draw.rectangle((self.left, self.top, self.right, self.bottom), outline=GREY_INDEX)
         self.text((self.left, self.bottom + 3), _number(x_range[0]), "la")
@@ -1981,8 +1983,6 @@ class ThumbnailPainter:
         self.text((self.left - 3, self.bottom), _number(y_range[0]), "rd")
         self.text((self.left - 3, self.top), _number(y_range[1]), "ra")
         # Pillow draws no rotated text in place: the y label goes on its own strip, turned.
-        from PIL import Image, ImageDraw
-
         strip = Image.new("L", (self.bottom - self.top, 12), 0)
         ImageDraw.Draw(strip).text((strip.width / 2, 0), y_label[:40], fill=255, font=self.font, anchor="ma")
         turned = strip.rotate(90, expand=True)
@@ -2044,7 +2044,7 @@ class ThumbnailPainter:
         return buffer.getvalue()
 
 
-def draw_thumbnail(source: PlotSource, settings: "ThumbnailConfig") -> Thumbnail:
+def draw_thumbnail(source: PlotSource, settings: ThumbnailConfig) -> Thumbnail:
     """The picture of a plot: its signal read within thumbnail.max_read_mb, drawn small."""
     import numpy as np
 
@@ -2059,8 +2059,11 @@ def draw_thumbnail(source: PlotSource, settings: "ThumbnailConfig") -> Thumbnail
     if values.ndim == 1:
         axis = source.axes[-1]
         first, last = _axis_range(axis, signal.shape[-1])
-        step = selection.key[-1].step
-        x_values = first + np.arange(values.size) * step * ((last - first) / max(signal.shape[-1] - 1, 1))
+        # The axis read as the signal is: as many points (of a bin-edge axis, each bin's first edge).
+        indices = np.arange(signal.shape[-1])[selection.key[-1]].astype(np.float64)
+        x_values = np.asarray(axis[selection.key[-1]], dtype=np.float64)[:values.size] if axis is not None else indices
+        if not np.isfinite(x_values).all():  # an axis with gaps: drawn against the index instead
+            x_values = indices
         finite = values[np.isfinite(values)]
         y_range = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
         painter.frame(signal.name, _axis_label(axis, "index"), _axis_label(signal, "value"), (first, last), y_range)
@@ -2075,7 +2078,7 @@ def draw_thumbnail(source: PlotSource, settings: "ThumbnailConfig") -> Thumbnail
     return Thumbnail(painter.png(), caption, settings.width, settings.height, selection.bytes_touched)
 
 
-def picture_of_file(path: str, settings: "ThumbnailConfig", opened: Any = None) -> ThumbnailOutcome:
+def picture_of_file(path: str, settings: ThumbnailConfig, opened: Any = None) -> ThumbnailOutcome:
     """The file's thumbnail, or why it has none; never raises: a picture must not cost the file."""
     try:
         with _opened(path, opened) as f:
