@@ -2845,8 +2845,8 @@ class Publisher:
         self.wait = wait
         self.api = api  # the attachments API's version: "v3" or "v4"
 
-    def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> tuple[str, str]:
-        """(status, pid): "ingested", or "duplicate" when SciCat had the dataset already.
+    def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> DatasetMade:
+        """The dataset: status "ingested", or "duplicate" when SciCat had it already.
 
         A redelivered message, or a replayed one (known_pid), finds the dataset and only
         completes what a crash or a failure between the two POSTs left undone."""
@@ -2871,7 +2871,7 @@ class Publisher:
                                  lambda: self.catalogue.find_origdatablock(pid, file_path))
         except SciCatError as e:
             raise DatasetWithoutFiles(pid, e) from None
-        return made.status, pid
+        return made
 
     def find_dataset(self, dataset: dict[str, Any]) -> Optional[dict[str, Any]]:
         if "pid" in dataset:
@@ -2897,10 +2897,12 @@ class Publisher:
                 raise
             return DatasetMade("duplicate", existing, just_posted=False)
 
-    def attach(self, pid: str, dataset: dict[str, Any], thumbnail: Thumbnail) -> str:
+    def attach(self, made: DatasetMade, dataset: dict[str, Any], thumbnail: Thumbnail) -> str:
         """Attach the file's picture once: "attached", or "attached already" when a redelivered
-        or replayed message finds the dataset with one (any caption of ours, whatever it plots)."""
-        if self.find_picture(pid) is not None:
+        or replayed message finds the dataset with one (any caption of ours, whatever it plots).
+        A dataset our POST just made has none: not asked."""
+        pid = made.record["pid"]
+        if not made.just_posted and self.find_picture(pid) is not None:
             return "attached already"
         ownable = Ownable(dataset["ownerGroup"], list(dataset.get("accessGroups") or []))
         call = attachment_post(self.api, pid, thumbnail, ownable)
@@ -3423,8 +3425,9 @@ class Ingestor:
             nexus, data_file = reading.nexus, reading.data_file
             facts = self.look_up(run_start, finished, nexus, reading.settings)
             dataset = build_dataset(run_start, finished, nexus, data_file, reading.settings, facts)
-            status, pid = self.publisher.publish(dataset, data_file, known_pid)
-            thumbnail = self.attach_picture(finished.job_id, pid, dataset, reading.picture)
+            made = self.publisher.publish(dataset, data_file, known_pid)
+            status, pid = made.status, made.record["pid"]
+            thumbnail = self.attach_picture(finished.job_id, made, dataset, reading.picture)
         except DatasetWithoutFiles as e:
             return Outcome("failed", str(e), pid=e.pid, durations=durations)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
@@ -3444,15 +3447,16 @@ class Ingestor:
         return Outcome(status, pid=pid, path=data_file.path, durations=durations, missing_links=facts.missing,
                        thumbnail=thumbnail)
 
-    def attach_picture(self, job_id: str, pid: str, dataset: dict[str, Any], picture: ThumbnailOutcome) -> str:
+    def attach_picture(self, job_id: str, made: DatasetMade, dataset: dict[str, Any],
+                       picture: ThumbnailOutcome) -> str:
         """Attach the file's picture to its dataset; what became of it, for the audit. A picture
         that failed costs a warning, never the dataset, which stays as it is."""
         if not self.config.thumbnail.enabled:
             return ""
-        problem = picture.problem
+        problem, pid = picture.problem, made.record["pid"]
         if picture.thumbnail is not None:
             try:
-                return self.publisher.attach(pid, dataset, picture.thumbnail)
+                return self.publisher.attach(made, dataset, picture.thumbnail)
             except SciCatError as e:
                 problem = f"SciCat refused it: {e}"[:300]
         if problem:
