@@ -162,3 +162,28 @@ def test_a_picture_that_hangs_costs_the_picture_not_the_file_nor_the_loop(tmp_pa
     assert line["thumbnail"] == "failed: drawing it did not finish within thumbnail.timeout_s (2 s)"
     assert next_line["outcome"] == "ingested" and next_line["thumbnail"] == "attached"
     assert scicat.attachments_of(dataset_of(scicat, hung)["pid"]) == []
+
+
+@pytest.mark.parametrize("api", ["v3", "v4"])
+def test_the_publisher_attaches_once_over_either_api_version(api, tmp_path):
+    """The attaching step against the stand-in over real HTTP, in each API version's shape: the
+    first call attaches, the second (a redelivery) finds it; in v4 by the relationship's filter."""
+    from scicat_standin import SciCatStandIn
+
+    with SciCatStandIn(static_tokens={"static-token": "ingestor"}) as standin:
+        v3 = si.SciCatConfig(host=standin.url, token="static-token", retry_backoff_s=0.1)
+        pid = si.SciCatClient(v3).post_dataset({
+            "type": "raw", "owner": "Ada", "ownerGroup": "ess", "accessGroups": ["dream"],
+            "contactEmail": "ada@example.org", "sourceFolder": str(tmp_path), "creationTime": "2026-01-01T00:00:00Z",
+            "principalInvestigator": "Ada", "creationLocation": "/ESS/DREAM", "datasetName": "run"})["pid"]
+        config = si.SciCatConfig(host=standin.url.replace("/api/v3", "/api/" + api), token="static-token")
+        publisher = si.Publisher(si.SciCatClient(config), config, check_by_job_id=False, wait=lambda s: None, api=api)
+        found = si.DatasetMade("duplicate", {"pid": pid}, just_posted=False)
+        thumbnail = si.Thumbnail(b"\x89PNG\r\n\x1a\n", "Default plot: /entry/data/signal", 400, 300)
+        dataset = {"ownerGroup": "ess", "accessGroups": ["dream"]}
+        assert publisher.attach(found, dataset, thumbnail) == "attached"
+        assert publisher.attach(found, dataset, thumbnail) == "attached already"
+        [attachment] = standin.attachments_of(pid)
+    assert attachment["caption"] == "Default plot: /entry/data/signal"
+    assert attachment["relationships"] == [{"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}]
+    assert attachment["thumbnail"] == thumbnail.data_uri()
