@@ -17,6 +17,7 @@ The file reads top to bottom like the data flows:
 2c. job watchdog      the writer's failed starts and silent jobs
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
+3c. thumbnails        the default plot of the file, read within a budget, drawn as a PNG
 4. building           pure functions: dataset and origdatablock payloads
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
@@ -1755,7 +1756,7 @@ class FileReader:
 # A detector image is gigabytes, so it is never read whole: the plotted dimensions are
 # read strided, their strides grown until what HDF5 must read for the selection (whole
 # chunks, for a chunked dataset) fits thumbnail.max_read_mb; dimensions beyond the
-# plotted ones give their middle slice. Drawn with Pillow (why: README, Thumbnails).
+# plotted ones give their middle slice. Drawn with Pillow (why: README, "A picture of each dataset").
 # The child process of 3b does this after the file's reading is sent, under a deadline
 # of its own: a picture that fails or hangs costs the picture, never the file.
 
@@ -1779,7 +1780,6 @@ class ThumbnailTooCostly(Exception):
 class PlotSource:
     """What the default plot shows: a signal of an NXdata group and the axis of each of its dimensions."""
 
-    group_path: str
     signal: Any  # h5py.Dataset
     axes: list[Any]  # per dimension of the signal: its axis dataset, or None
 
@@ -1893,7 +1893,7 @@ def find_default_plot(f: Any) -> Optional[PlotSource]:
         fits = (isinstance(axis, h5py.Dataset) and axis.ndim == 1 and axis.dtype.kind in "biuf"
                 and axis.shape[0] in (length, length + 1))
         axes.append(axis if fits else None)
-    return PlotSource(group.name, signal, axes)
+    return PlotSource(signal, axes)
 
 
 def plot_selection(shape: tuple[int, ...], chunks: Optional[tuple[int, ...]], itemsize: int,

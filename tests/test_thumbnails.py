@@ -191,7 +191,7 @@ def test_nans_are_grey_in_an_image_and_gaps_in_a_line_and_all_nan_still_draws(tm
         nxdata(entry, "c_all_nan", np.full((10, 10), np.nan))
     with h5py.File(path) as f:
         for name, check in (("a_image", "grey"), ("b_line", "gap"), ("c_all_nan", "grey")):
-            source = si.PlotSource(name, f[f"entry/{name}/signal"], [None] * f[f"entry/{name}/signal"].ndim)
+            source = si.PlotSource(f[f"entry/{name}/signal"], [None] * f[f"entry/{name}/signal"].ndim)
             area = plot_area(decoded(si.draw_thumbnail(source, SETTINGS)), colour_scale=check == "grey")
             grey = np.all(area == si.FRAME_COLOURS[0], axis=-1)
             if check == "grey":
