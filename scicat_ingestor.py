@@ -1915,7 +1915,7 @@ def plot_selection(shape: tuple[int, ...], chunks: Optional[tuple[int, ...]], it
 
     while touched() > max_bytes:
         if all(s >= n for s, n in zip(strides, sizes)):
-            raise ThumbnailTooCostly(f"one chunk of {math.prod(chunks or (1,)) * itemsize / 2**20:.0f} MB is "
+            raise ThumbnailTooCostly(f"one chunk of {math.prod(chunks or (1,)) * itemsize / 2**20:.3g} MB is "
                                      f"more than thumbnail.max_read_mb ({max_bytes / 2**20:g} MB)")
         # The dimension with the most points left gives way.
         widest = max(range(plotted), key=lambda i: -(-sizes[i] // strides[i]))
@@ -1947,7 +1947,7 @@ def _number(value: float) -> str:
 class ThumbnailPainter:
     """Draws a plot into a small palette PNG: a line for 1-D, an image with a colour scale for 2-D."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, colour_scale: bool):
         from PIL import Image, ImageDraw, ImageFont
 
         self.width, self.height = width, height
@@ -1955,9 +1955,10 @@ class ThumbnailPainter:
         self.image.putpalette([c for colour in self.palette() for c in colour])
         self.draw = ImageDraw.Draw(self.image)
         self.font = ImageFont.load_default()
-        # The plot area: room for a title above, tick values and a label below and to the left.
+        # The plot area: room for a title above, tick values and a label below and to the left,
+        # and for an image's colour scale and its values to the right.
         self.left, self.top, self.bottom = 46, 20, height - 34
-        self.right = width - 12
+        self.right = width - (70 if colour_scale else 12)
 
     @staticmethod
     def palette() -> list[tuple[int, int, int]]:
@@ -2015,13 +2016,12 @@ class ThumbnailPainter:
         elif points:
             self.draw.point(points, fill=LINE_INDEX)
 
-    def colour_image(self, values: Any) -> tuple[float, float]:
+    def colour_image(self, values: Any) -> None:
         """A 2-D signal as an image (its first index upwards), NaNs grey, with a colour scale
         from the 0.5th to the 99.5th percentile (a hot pixel must not wash the image out)."""
         import numpy as np
         from PIL import Image
 
-        self.right = self.width - 70  # the colour scale and its values to the right
         finite = np.isfinite(values)
         low, high = (np.percentile(values[finite], (0.5, 99.5)).tolist() if finite.any() else (0.0, 1.0))
         span = (high - low) or 1.0
@@ -2034,7 +2034,6 @@ class ThumbnailPainter:
         self.image.paste(Image.fromarray(bar, "P"), (self.right + 8, self.top))
         self.text((self.right + 24, self.top), _number(high), "la")
         self.text((self.right + 24, self.bottom), _number(low), "ld")
-        return low, high
 
     def png(self) -> bytes:
         import io
@@ -2049,7 +2048,7 @@ def draw_thumbnail(source: PlotSource, settings: ThumbnailConfig) -> Thumbnail:
     import numpy as np
 
     signal = source.signal
-    painter = ThumbnailPainter(settings.width, settings.height)
+    painter = ThumbnailPainter(settings.width, settings.height, colour_scale=signal.ndim > 1)
     plot_width, plot_height = painter.right - painter.left, painter.bottom - painter.top
     points = (plot_width * LINE_POINTS_PER_PIXEL,) if signal.ndim == 1 else (plot_height, plot_width)
     selection = plot_selection(signal.shape, signal.chunks, signal.dtype.itemsize, points,
@@ -2061,20 +2060,21 @@ def draw_thumbnail(source: PlotSource, settings: ThumbnailConfig) -> Thumbnail:
         first, last = _axis_range(axis, signal.shape[-1])
         # The axis read as the signal is: as many points (of a bin-edge axis, each bin's first edge).
         indices = np.arange(signal.shape[-1])[selection.key[-1]].astype(np.float64)
-        x_values = np.asarray(axis[selection.key[-1]], dtype=np.float64)[:values.size] if axis is not None else indices
+        x_values = indices if axis is None else np.asarray(axis[selection.key[-1]], dtype=np.float64)[:values.size]
         if not np.isfinite(x_values).all():  # an axis with gaps: drawn against the index instead
             x_values = indices
         finite = values[np.isfinite(values)]
         y_range = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
-        painter.frame(signal.name, _axis_label(axis, "index"), _axis_label(signal, "value"), (first, last), y_range)
+        painter.frame(signal.name, _axis_label(axis, "index"), _axis_label(signal, "value"), (first, last),
+                      y_range)
         painter.line(values, x_values)
     else:
         y_axis, x_axis = source.axes[-2], source.axes[-1]
         painter.colour_image(values)
         units = _attribute_text(signal, "units")
-        painter.frame(f"{signal.name}{selection.note}" + (f" ({units})" if units else ""), _axis_label(x_axis, "index"),
-                      _axis_label(y_axis, "index"), _axis_range(x_axis, signal.shape[-1]),
-                      _axis_range(y_axis, signal.shape[-2]))
+        painter.frame(f"{signal.name}{selection.note}" + (f" ({units})" if units else ""),
+                      _axis_label(x_axis, "index"), _axis_label(y_axis, "index"),
+                      _axis_range(x_axis, signal.shape[-1]), _axis_range(y_axis, signal.shape[-2]))
     return Thumbnail(painter.png(), caption, settings.width, settings.height, selection.bytes_touched)
 
 

@@ -56,9 +56,8 @@ def decoded(thumbnail: si.Thumbnail) -> Image.Image:
 
 def plot_area(image: Image.Image, colour_scale: bool = True) -> np.ndarray:
     """The pixels inside the plot's frame (what the data drew); an image's colour scale is to its right."""
-    painter = si.ThumbnailPainter(SETTINGS.width, SETTINGS.height)
-    right = image.width - 71 if colour_scale else painter.right
-    return np.asarray(image)[painter.top + 1:painter.bottom, painter.left + 1:right]
+    painter = si.ThumbnailPainter(SETTINGS.width, SETTINGS.height, colour_scale)
+    return np.asarray(image)[painter.top + 1:painter.bottom, painter.left + 1:painter.right]
 
 
 # -- which plot -------------------------------------------------------------------------
