@@ -11,6 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import scicat_ingestor as si
@@ -250,6 +252,27 @@ def test_the_selection_grows_its_strides_until_the_chunks_it_touches_fit():
     assert stack.key[:2] == (5, 3) and stack.note == "[5, 3, :, :]"
     with pytest.raises(si.ThumbnailTooCostly):
         si.plot_selection((4096, 4096), (4096, 4096), 8, (300, 400), 64 * 2**20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shape=st.lists(st.integers(1, 10**6), min_size=1, max_size=4).filter(lambda s: np.prod(s) < 2**50),
+       chunk_fraction=st.one_of(st.none(), st.floats(0.0001, 1.0)),
+       itemsize=st.sampled_from([1, 2, 4, 8]), budget_mb=st.floats(0.01, 256))
+def test_whatever_the_array_the_selection_stays_within_the_budget_or_says_it_cannot(shape, chunk_fraction,
+                                                                                     itemsize, budget_mb):
+    shape = tuple(shape)
+    chunks = None if chunk_fraction is None else tuple(max(1, int(n * chunk_fraction)) for n in shape)
+    points = (1600,) if len(shape) == 1 else (250, 340)
+    budget = int(budget_mb * 2**20)
+    try:
+        selection = si.plot_selection(shape, chunks, itemsize, points, budget)
+    except si.ThumbnailTooCostly:
+        assert chunks is not None and np.prod(chunks) * itemsize > budget
+        return
+    assert selection.bytes_touched <= budget
+    plotted = selection.key[len(shape) - len(points):]
+    assert all(isinstance(s, slice) and s.step >= 1 for s in plotted)
+    assert all(-(-n // s.step) <= p for n, s, p in zip(shape[-len(points):], plotted, points))
 
 
 # -- the attachment request ---------------------------------------------------------------
