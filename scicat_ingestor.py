@@ -1540,8 +1540,9 @@ class FileReading:
     settings: DatasetDefaults  # its instrument's dataset settings
     metadata_s: float
     checksum_s: float
-    # Made after the rest is sent (section 3c), under thumbnail.timeout_s.
+    # Made after the rest is sent (section 3c), under thumbnail.timeout_s; the loop waited this long for it.
     picture: "ThumbnailOutcome" = field(default_factory=lambda: ThumbnailOutcome())
+    thumbnail_s: float = 0.0
 
 
 def read_finished_file(config: Config, path: str, finished: FinishedWriting,
@@ -1631,7 +1632,9 @@ class FileReader:
         if not ok:
             raise value
         if self.config.thumbnail.enabled:
+            started = time.monotonic()
             value.picture = self.picture(path)
+            value.thumbnail_s = time.monotonic() - started
         return value
 
     def answered_within(self, deadline: float) -> bool:
@@ -2823,7 +2826,7 @@ class DryRunCatalogue:
 # can clean up. So after an ambiguous POST the publisher waits the backoff (a
 # gateway may answer before the backend has finished), asks SciCat whether the
 # record is there (the dataset by its pid or job id, the origdatablock by the
-# file's path) and POSTs again only if it is not.
+# file's path, the picture by its caption) and POSTs again only if it is not.
 
 
 @dataclass
@@ -2836,7 +2839,7 @@ class DatasetMade:
 
 
 class Publisher:
-    """Creates a file's dataset and its origdatablock in SciCat, each exactly once."""
+    """Creates a file's dataset and its origdatablock in SciCat, and attaches its picture, each exactly once."""
 
     def __init__(self, catalogue: Any, config: SciCatConfig, check_by_job_id: bool, wait: Any, api: str = "v3"):
         self.catalogue = catalogue
@@ -3367,6 +3370,8 @@ class Ingestor:
             try:
                 reading = self.reader.read(path, finished, run_start)
                 durations["metadata_s"], durations["checksum_s"] = reading.metadata_s, reading.checksum_s
+                if self.config.thumbnail.enabled:
+                    durations["thumbnail_s"] = reading.thumbnail_s
                 return reading
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
