@@ -187,3 +187,27 @@ def test_the_publisher_attaches_once_over_either_api_version(api, tmp_path):
     assert attachment["caption"] == "Default plot: /entry/data/signal"
     assert attachment["relationships"] == [{"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}]
     assert attachment["thumbnail"] == thumbnail.data_uri()
+
+
+def test_replay_attaches_the_picture_of_a_dataset_left_without_files_and_a_second_replay_none(
+        tmp_path, data_dir, scicat, proxy, kafka_bootstrap, kafka_topic):
+    import shutil
+
+    writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
+    refusals = proxy.fail("answer", "POST", "/api/v3/OrigDatablocks", times=1000, status=500)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
+                             **{"scicat.max_retries": 1, "scicat.retry_backoff_s": 0.1})
+    with IngestorProcess(tmp_path, config) as ingestor:
+        run = writer.run()
+        wait_until(ingestor.spooled, 60, "the file spooled")
+    pid = dataset_of(scicat, run)["pid"]
+    assert scicat.attachments_of(pid) == []  # the file list failed first: no picture yet
+    spool = tmp_path / "spool" / "failed.jsonl"
+    shutil.copy(spool, tmp_path / "spooled-again.jsonl")
+    refusals.times = 0  # SciCat recovers
+    for attempt in ("attached", "attached already"):
+        replay = IngestorProcess(tmp_path, config, "--replay").start()
+        assert replay.process.wait(60) == 0, replay.log()[-3000:]
+        assert replay.audit()[-1]["thumbnail"] == attempt
+        shutil.copy(tmp_path / "spooled-again.jsonl", spool)  # the same record replayed once more
+    assert len(scicat.attachments_of(pid)) == 1
