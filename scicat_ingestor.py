@@ -1850,7 +1850,7 @@ class Sourced:
     detail: str = ""  # which path, key or template
 
     def describe(self) -> str:
-        return f"{self.source} {self.detail}".strip()
+        return f"{self.source}: {self.detail}" if self.detail else self.source
 
 
 def first_of(*candidates: tuple[str, str, Any]) -> Sourced:
@@ -1858,7 +1858,7 @@ def first_of(*candidates: tuple[str, str, Any]) -> Sourced:
     for source, detail, value in candidates:
         if value not in (None, "", [], {}):
             return Sourced(value, source, detail)
-    return Sourced("", "none", "(no source had a value)")
+    return Sourced("", "none", "no source had a value")
 
 
 def message_metadata(run_start: Optional[RunStart], finished: FinishedWriting) -> dict[str, Any]:
@@ -2200,7 +2200,7 @@ def parse_text_template(text: str, where: str) -> TextTemplate:
             parts.append(literal)
         if name is None:
             continue
-        shown = "{" + name + (f":{spec}" if spec else "") + "}"
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
         if conversion or "{" in (spec or ""):
             raise ConfigError(f"{where}: {shown!r} is not a placeholder this ingestor fills")
         if name in PLACEHOLDER_KINDS:
@@ -2693,6 +2693,7 @@ class DryRunCatalogue:
     asked of it (Ingestor.look_up): the configured defaults show instead of SciCat's records."""
 
     retries = 0
+    asks = False  # whether Ingestor.look_up asks it for proposals, instruments and samples
 
     def __init__(self) -> None:
         self.latency = LatencyHistogram()
@@ -2717,6 +2718,49 @@ class DryRunCatalogue:
 
     def find_origdatablock(self, pid: str, file_path: str) -> None:
         return None
+
+
+class AskingDryRunCatalogue(DryRunCatalogue):
+    """--check-config --ingest-file: a dry run that asks SciCat what it has (the proposal,
+    instrument and sample, whether the dataset is there already) and writes nothing, so the
+    field report shows the values a real run would give."""
+
+    asks = True
+
+    def __init__(self, client: SciCatClient) -> None:
+        super().__init__()
+        self.client = client
+        self.latency = client.latency
+
+    def login(self) -> None:
+        logger.info("dry run: nothing will be written to SciCat; it is asked for proposals, instruments, "
+                    "samples and whether each dataset is there already")
+
+    def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
+            raise SciCatError(f"dry run: SciCat has a dataset with pid {dataset['pid']} already", 409)  # as SciCat answers
+        return super().post_dataset(dataset)
+
+    def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.get_dataset(pid)
+
+    def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.find_dataset_by_job(job_id)
+
+    def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.find_origdatablock(pid, file_path)
+
+    def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
+        return self.client.find_proposal(proposal_id)
+
+    def instrument_exists(self, instrument_id: str) -> bool:
+        return self.client.instrument_exists(instrument_id)
+
+    def find_instrument_by_name(self, name: str) -> str:
+        return self.client.find_instrument_by_name(name)
+
+    def sample_exists(self, sample_id: str) -> bool:
+        return self.client.sample_exists(sample_id)
 
 
 # =============================================================================
@@ -3179,10 +3223,10 @@ PASSED_OVER_COMMIT_INTERVAL_S = 1.0
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, catalogue: Optional[DryRunCatalogue] = None):
         self.config = config
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
-            DryRunCatalogue() if config.options.dry_run
+            (catalogue or DryRunCatalogue()) if config.options.dry_run
             else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
         )
         self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
@@ -3286,7 +3330,7 @@ class Ingestor:
         """
         catalogue = self.catalogue
         facts = CatalogueFacts()
-        if isinstance(catalogue, DryRunCatalogue):
+        if isinstance(catalogue, DryRunCatalogue) and not catalogue.asks:
             return facts  # not asked, so nothing to warn of: its login said so once
         proposal_named = proposal_id(run_start, finished, nexus, settings).value
         if proposal_named:
@@ -4005,6 +4049,21 @@ def check_config(config: Config) -> int:
     return 1 if failures else 0
 
 
+def show_fields(config: Config, paths: list[str]) -> int:
+    """--check-config --ingest-file FILE: each file's dataset, field by field with where each
+    value came from, as a dry run that asks SciCat what it has (unless --dry-run) and writes nothing."""
+    catalogue = None
+    if not config.options.dry_run:
+        client = SciCatClient(dataclasses.replace(config.scicat, max_retries=0))
+        try:
+            client.login()
+            catalogue = AskingDryRunCatalogue(client)
+        except SciCatError as e:
+            print(f"SciCat not asked ({e}): proposals, instruments and samples count as not found")
+    config.options.dry_run = True
+    return Ingestor(config, catalogue).ingest_files(paths)
+
+
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scicat_ingestor.py",
@@ -4038,7 +4097,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         "backfill files written while the ingestor was down), and exit: 0 when none failed")
     parser.add_argument("--check-config", action="store_true",
                         help="check the configuration, Kafka and its topics, the SciCat login, the file roots, "
-                        "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing")
+                        "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing. "
+                        "With --ingest-file FILE: also each field of FILE's dataset and where its value came from "
+                        "(SciCat asked, nothing written)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -4175,7 +4236,8 @@ def run_command(args: argparse.Namespace) -> int:
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
     if args.check_config:
-        return check_config(config)
+        status = check_config(config)
+        return max(status, show_fields(config, args.ingest_file)) if args.ingest_file else status
     ingestor = Ingestor(config)
     if config.health.port and args.replay is None:
         try:
