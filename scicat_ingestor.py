@@ -18,6 +18,7 @@ The file reads top to bottom like the data flows:
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
 4. building           pure functions: dataset and origdatablock payloads
+4a. field templates   dataset.fields: the facility's own values, parsed at start, filled per file
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
 6b. health, metrics   GET /health and /metrics, in a thread beside the loop
@@ -3371,7 +3372,7 @@ class Ingestor:
             facts = self.look_up(run_start, finished, nexus, selected.settings)
             built = build_dataset(run_start, finished, nexus, data_file, selected.settings, facts)
             for name, why in built.unfilled.items():
-                logger.debug("job %s: %s: its template %s; the built-in rule gave it", finished.job_id, name, why)
+                logger.debug("job %s: %s: its template %s; its built-in rule applies", finished.job_id, name, why)
             if self.config.options.dry_run:
                 for line in field_report(data_file.path, selected, built):
                     tell(line)

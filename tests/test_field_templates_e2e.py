@@ -38,6 +38,9 @@ def templated_config(tmp_path, kafka_bootstrap, kafka_topic, scicat) -> dict:
     return config
 
 
+TECHNIQUES = [{"pid": "{metadata:technique_pid}", "name": "{metadata:technique}"}]
+
+
 def ingest_files(tmp_path, config, *args: str) -> IngestorProcess:
     process = IngestorProcess(tmp_path, config, "--ingest-file", *args).start()
     process.process.wait(120)
@@ -52,11 +55,13 @@ def test_templated_fields_give_exactly_their_values_and_ingest_file_finds_the_fi
         tmp_path, scicat, kafka_bootstrap, kafka_topic):
     scicat.add_proposal(PROPOSAL)
     config = templated_config(tmp_path, kafka_bootstrap, kafka_topic, scicat)
+    config["dataset"]["fields"] = {**FIELDS, "techniques": TECHNIQUES}  # the run's metadata names none
     writer = FileWriter(kafka_bootstrap, kafka_topic, tmp_path / "data")
     with IngestorProcess(tmp_path, config) as loop:
         run = writer.run(proposal="654321", metadata='{"sample_kind": "powder"}', title="Lego bricks")
         wait_until(lambda: scicat.datasets_for_job(run["job_id"]), 60, "the dataset")
         wait_until(loop.audit, 30, "the audit line")
+        log = loop.log()
 
     [dataset] = scicat.datasets_for_job(run["job_id"])
     # The file writer stores the job id as the file's entry_identifier_uuid.
@@ -66,6 +71,10 @@ def test_templated_fields_give_exactly_their_values_and_ingest_file_finds_the_fi
     assert dataset["keywords"] == ["DREAM", "powder", "neutron"]
     assert dataset["description"] == "Lego bricks, proposal 654321, run 1"
     assert dataset["ownerEmail"] == "marie.curie@example.org"
+    # A template without a value: the field's built-in rule (none for techniques), and a debug line.
+    assert dataset["techniques"] == []
+    assert (f"[DEBUG] SFI: job {run['job_id']}: techniques: its template {json.dumps(TECHNIQUES)}: no value for "
+            "{metadata:technique_pid}; its built-in rule applies") in log
     assert len(blocks_of(scicat, dataset["pid"])) == 1
 
     # Backfilled after the loop: the same pid from the file, so found, not made twice.
