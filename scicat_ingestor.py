@@ -1998,7 +1998,6 @@ def build_dataset(
                              ("lookup", "the proposal's accessGroups", proposal.access_groups),
                              ("default", "dataset.ownable.accessGroups", defaults.ownable.accessGroups))
     access_groups.value = list(access_groups.value or [])
-    no_pid = ("ingestor", "none sent: SciCat makes it", "")
     sources: dict[str, Sourced] = {
         "type": Sourced("raw", "ingestor", "always"),
         "datasetName": first_of(("message", "run start's run name", run.run_name),
@@ -2040,8 +2039,7 @@ def build_dataset(
         # mount, the loop under the writer's path, and both must give the same pid.
         "pid": first_of(("ingestor", "dataset.pid_prefix and the uuid5 of job id and file name",
                          defaults.pid_prefix and deterministic_pid(defaults.pid_prefix, finished.job_id,
-                                                                   os.path.basename(finished.file_name))),
-                        no_pid),
+                                                                   os.path.basename(finished.file_name)))),
     }
     values = TemplateValues(
         named={"instrument": instrument.value, "proposal_id": sources["proposalId"].value, "run_name": run.run_name,
