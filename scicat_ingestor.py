@@ -3222,8 +3222,10 @@ PASSED_OVER_COMMIT_INTERVAL_S = 1.0
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
-    def __init__(self, config: Config, catalogue: Optional[DryRunCatalogue] = None):
+    def __init__(self, config: Config, catalogue: Optional[DryRunCatalogue] = None, print_fields: bool = False):
         self.config = config
+        # A dry run logs each dataset's field report; --check-config --ingest-file prints it.
+        self.show_field = tell if print_fields else logger.info
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
             (catalogue or DryRunCatalogue()) if config.options.dry_run
             else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
@@ -3373,7 +3375,7 @@ class Ingestor:
                 logger.debug("job %s: %s: its template %s; its built-in rule applies", finished.job_id, name, why)
             if self.config.options.dry_run:
                 for line in field_report(data_file.path, selected, built):
-                    tell(line)
+                    self.show_field(line)
             dataset = built.dataset
             status, pid = self.publisher.publish(dataset, data_file, known_pid)
         except DatasetWithoutFiles as e:
@@ -4060,7 +4062,7 @@ def show_fields(config: Config, paths: list[str]) -> int:
         except SciCatError as e:
             print(f"SciCat not asked ({e}): proposals, instruments and samples count as not found")
     config.options.dry_run = True
-    return Ingestor(config, catalogue).ingest_files(paths)
+    return Ingestor(config, catalogue, print_fields=True).ingest_files(paths)
 
 
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:

@@ -130,8 +130,9 @@ def test_a_file_the_old_ingestor_created_is_found_as_already_there_by_the_loop_a
 
 
 def report(result: subprocess.CompletedProcess) -> dict[str, str]:
-    """The field-source report's lines, by field."""
-    return {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ")}
+    """The field-source report's lines, by field: printed, or logged to stdout with -v."""
+    lines = [line.split(" SFI: ", 1)[-1] for line in result.stdout.splitlines()]
+    return {line.split()[0]: line for line in lines if line.startswith("  ")}
 
 
 def test_check_config_and_dry_run_show_each_field_of_a_files_dataset_and_where_it_came_from(
@@ -169,7 +170,7 @@ def test_check_config_and_dry_run_show_each_field_of_a_files_dataset_and_where_i
     assert scicat.datasets == {} and scicat.origdatablocks == []  # nothing written
 
     logins = scicat.logins
-    dry = run("--dry-run")
+    dry = run("--dry-run", "-v")  # logged: without -v a dry run says its summary only
     assert dry.returncode == 0, dry.stdout + dry.stderr
     fields = report(dry)
     assert fields["pid"].endswith(f'"20.500.12269/{job_id}"  <- template: '
