@@ -12,7 +12,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import scicat_ingestor as si  # noqa: E402
 
-REAL_YMIR_FILE = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "small-ymir.hdf"
 DEFAULTS = si.DatasetDefaults(ownable=si.Ownable("ess", ["dream"]), contact_email="dm@example.org",
                               instrument_name="DREAM", pid_prefix="20.500.12269")
 FILE = si.DataFile(path="/data/dream/dream_123456_00000042.hdf", size=2048, mtime=1_700_000_000.25,
@@ -67,12 +66,26 @@ def test_a_proposal_placeholder_is_a_field_of_the_proposal_scicat_has():
     assert field("owner", "{proposal:pi_firstname} {proposal:pi_lastname}") == "Marie Curie"
 
 
-def test_values_read_from_a_real_ess_file_fill_nexus_placeholders():
-    paths = si.template_nexus_paths({"pid": "{pid_prefix}/{nexus:/entry/entry_identifier_uuid}",
-                                     "keywords": ["{nexus:/entry/instrument/name}", "{nexus:/entry/no/such}"]})
-    found = si.read_values_at(str(REAL_YMIR_FILE), paths, 1000)
+def test_the_values_a_file_holds_at_the_templates_paths_fill_nexus_placeholders(tmp_path):
+    import h5py
+    import numpy as np
+
+    path = tmp_path / "ymir_876380_00011465.hdf"
+    with h5py.File(path, "w") as f:  # as ESS files store them: fixed-length byte strings, units attributes
+        f["entry/entry_identifier_uuid"] = np.bytes_(b"90d87f9a-950f-11ef-9101-fa163e943f63")
+        f["entry/instrument/name"] = np.bytes_(b"YMIR")
+        f["entry/sample/temperature"] = 4.5
+        f["entry/sample/temperature"].attrs["units"] = "K"
+    fields = {"pid": "{pid_prefix}/{nexus:/entry/entry_identifier_uuid}",
+              "keywords": ["{nexus:/entry/instrument/name}", "{nexus:/entry/no/such}"],
+              "comment": "{nexus:/entry/sample/temperature} K"}
+    paths = si.template_nexus_paths(fields)
+    found = si.read_values_at(str(path), paths, 1000)
     assert found == {"/entry/entry_identifier_uuid": "90d87f9a-950f-11ef-9101-fa163e943f63",
-                     "/entry/instrument/name": "YMIR"}  # a path the file lacks gives nothing
+                     "/entry/instrument/name": "YMIR", "/entry/sample/temperature": 4.5}  # none for a missing path
+    nexus = si.NexusMetadata(values=NEXUS.values, at_paths=found)
+    assert built(fields, nexus=nexus).dataset["pid"] == "20.500.12269/90d87f9a-950f-11ef-9101-fa163e943f63"
+    assert built(fields, nexus=nexus).dataset["comment"] == "4.5 K"
 
 
 def test_an_array_in_the_file_is_not_a_value_for_a_template(tmp_path):
