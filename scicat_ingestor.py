@@ -382,19 +382,26 @@ class SelectedSettings:
     why: str
 
 
-def dataset_settings(config: Config, instrument: str, path: str = "") -> SelectedSettings:
-    """The settings of the instrument named (compared without case), else of the first
-    instrument whose path_patterns match the file's path, else the dataset section's."""
-    wanted = instrument.casefold()
-    for name, settings in config.instruments.items():
-        if instrument and name.casefold() == wanted:
-            return SelectedSettings(settings, f"instruments.{name}", f"the instrument is named {instrument}")
+def dataset_settings(config: Config, instrument: str, path: str = "", default_instrument: str = "") -> SelectedSettings:
+    """The settings of the instrument the messages or the file name (compared without case), else
+    of the first instrument whose path_patterns match the file's path, else of
+    dataset.instrument_name's (default_instrument), else the dataset section's."""
+    if named := _instrument_section(config, instrument):
+        return SelectedSettings(named[1], f"instruments.{named[0]}", f"the instrument is named {instrument}")
     for name, settings in config.instruments.items():
         pattern = next((p for p in settings.path_patterns if path and fnmatch.fnmatchcase(path, p)), "")
         if pattern:
             return SelectedSettings(settings, f"instruments.{name}", f"the path matches {pattern}")
-    why = f"no instrument section for {instrument}" if instrument else "no instrument named"
+    if named := _instrument_section(config, default_instrument):
+        return SelectedSettings(named[1], f"instruments.{named[0]}", f"dataset.instrument_name is {default_instrument}")
+    why = f"no instrument section for {instrument or default_instrument}" if instrument or default_instrument \
+        else "no instrument named"
     return SelectedSettings(config.dataset, "dataset", why + (", no path pattern matches" if path else ""))
+
+
+def _instrument_section(config: Config, instrument: str) -> Optional[tuple[str, DatasetDefaults]]:
+    wanted = instrument.casefold()
+    return next(((name, d) for name, d in config.instruments.items() if instrument and name.casefold() == wanted), None)
 
 
 def _creation_location_as_field(section: Any, where: str) -> Any:
@@ -1598,7 +1605,10 @@ def read_finished_file(config: Config, path: str, finished: FinishedWriting,
     with open_nexus(path) as f:
         nexus = read_nexus_metadata(path, f)
         # Which values to extract is the instrument's choice, and the file may be what names it.
-        selected = dataset_settings(config, instrument_name(run_start, finished, nexus, config.dataset).value, path)
+        # A name only the configuration gives does not beat a path pattern.
+        named = instrument_name(run_start, finished, nexus, config.dataset)
+        selected = dataset_settings(config, "" if named.source == "default" else named.value, path,
+                                    config.dataset.instrument_name)
         settings = selected.settings
         nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length, f)
         nexus.at_paths = read_values_at(path, template_nexus_paths(settings.fields), settings.max_text_length, f)

@@ -279,5 +279,30 @@ def test_an_instrument_named_by_the_messages_or_file_wins_over_a_path_pattern():
     assert si.dataset_settings(path_config(), "loki", "/data/bl7/run1.hdf").section == "instruments.LOKI"
 
 
+def test_a_path_pattern_wins_over_the_configured_default_instrument_name():
+    config = path_config()
+    assert si.dataset_settings(config, "", "/data/bl7/run1.hdf", "LOKI").section == "instruments.BEAMLINE-7"
+    fallback = si.dataset_settings(config, "", "/elsewhere/run1.hdf", "LOKI")
+    assert (fallback.section, fallback.why) == ("instruments.LOKI", "dataset.instrument_name is LOKI")
+
+
+def test_the_file_reader_picks_the_section_by_path_when_only_the_configuration_names_an_instrument(tmp_path):
+    import h5py
+
+    raw = minimal_config(instrument_name="LOKI")
+    raw["instruments"] = {"LOKI": {"contact_email": "loki@example.org"},
+                          "BEAMLINE-7": {"path_patterns": [f"{tmp_path}/bl7/*"]}}
+    config = si.parse_config(raw)
+    (tmp_path / "bl7").mkdir()
+    path = tmp_path / "bl7" / "run1.hdf"
+    with h5py.File(path, "w") as f:
+        f.create_group("entry").attrs["NX_class"] = "NXentry"  # no instrument/name in it
+    reading = si.read_finished_file(config, str(path), si.FinishedWriting(job_id="j", file_name=str(path)), None)
+    assert reading.selected.section == "instruments.BEAMLINE-7"
+    named = si.read_finished_file(config, str(path), si.FinishedWriting(job_id="j", file_name=str(path)),
+                                  si.RunStart(job_id="j", filename=str(path), instrument_name="loki"))
+    assert named.selected.section == "instruments.LOKI"
+
+
 def test_path_patterns_belong_to_an_instruments_section_only():
     assert config_error(minimal_config(path_patterns=["/data/*"])).startswith("dataset.path_patterns: only")
