@@ -129,6 +129,25 @@ def test_a_file_the_old_ingestor_created_is_found_as_already_there_by_the_loop_a
     assert scicat.datasets[pid]["datasetName"] == "made by scicat-ingestor"
 
 
+def test_a_spooled_file_the_old_ingestor_created_meanwhile_is_found_by_replay(tmp_path, scicat, kafka_bootstrap,
+                                                                             kafka_topic):
+    config = templated_config(tmp_path, kafka_bootstrap, kafka_topic, scicat)
+    writer = FileWriter(kafka_bootstrap, kafka_topic, tmp_path / "data")
+    scicat.reject_dataset_if(lambda dataset: True)
+    with IngestorProcess(tmp_path, config) as loop:
+        run = writer.run(proposal="654321")
+        wait_until(loop.spooled, 60, "the spooled file")
+    # Both ingestors ran while switching over: the old one made the dataset meanwhile.
+    scicat.reject_dataset_if(None)
+    pid = create_as_scicat_ingestor_did(scicat, run["path"], run["job_id"])
+
+    replay = IngestorProcess(tmp_path, config, "--replay").start()
+    assert replay.process.wait(60) == 0, replay.log()
+    assert replay.audit()[-1]["outcome"] == "duplicate" and replay.audit()[-1]["pid"] == pid
+    assert replay.spooled() == []
+    assert list(scicat.datasets) == [pid] and len(blocks_of(scicat, pid)) == 1
+
+
 def report(result: subprocess.CompletedProcess) -> dict[str, str]:
     """The field-source report's lines, by field: printed, or logged to stdout with -v."""
     lines = [line.split(" SFI: ", 1)[-1] for line in result.stdout.splitlines()]
