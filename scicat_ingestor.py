@@ -1879,7 +1879,8 @@ def message_metadata(run_start: Optional[RunStart], finished: FinishedWriting) -
 
 def instrument_name(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
                     defaults: DatasetDefaults) -> Sourced:
-    found = first_of(("message", "metadata instrument_name", message_metadata(run_start, finished).get("instrument_name")),
+    metadata = message_metadata(run_start, finished)
+    found = first_of(("message", "metadata instrument_name", metadata.get("instrument_name")),
                      ("message", "run start's instrument_name", run_start.instrument_name if run_start else ""),
                      ("file", "/entry/instrument/name", nexus.text("instrument_name")),
                      ("default", "dataset.instrument_name", defaults.instrument_name))
@@ -2029,7 +2030,8 @@ def build_dataset(
             ("default", "dataset.principal_investigator", defaults.principal_investigator),
             ("default", "the owner", owner.value)),
         "creationLocation": first_of(("message", "metadata creation_location", metadata.get("creation_location")),
-                                     (instrument.source, f"the instrument name ({instrument.detail})", instrument.value)),
+                                     (instrument.source, f"the instrument name ({instrument.detail})",
+                                      instrument.value)),
         "sourceFolder": Sourced(folder, "ingestor", "the file's folder"),
         "creationTime": Sourced(iso_utc(data_file.mtime), "ingestor", "the file's modification time"),
         "proposalId": proposal_id(run_start, finished, nexus, defaults),
@@ -2747,7 +2749,8 @@ class AskingDryRunCatalogue(DryRunCatalogue):
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
-            raise SciCatError(f"dry run: SciCat has a dataset with pid {dataset['pid']} already", 409)  # as SciCat answers
+            # As SciCat answers a second creation: the publisher then reads the dataset back.
+            raise SciCatError(f"dry run: SciCat has a dataset with pid {dataset['pid']} already", 409)
         return super().post_dataset(dataset)
 
     def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:  # type: ignore[override]

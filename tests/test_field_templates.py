@@ -22,7 +22,8 @@ RUN_START = si.RunStart(job_id="job-1", filename=FILE.path, run_name="run 42", i
                                                                     "tags": ["bricks", "lego"]})
 FINISHED = si.FinishedWriting(job_id="job-1", file_name="/writer/out/dream_123456_00000042.hdf",
                               service_id="kafka-to-nexus:host")
-NEXUS = si.NexusMetadata(values={"title": si.NexusValue("Lego bricks"), "experiment_identifier": si.NexusValue("123456"),
+NEXUS = si.NexusMetadata(values={"title": si.NexusValue("Lego bricks"),
+                                 "experiment_identifier": si.NexusValue("123456"),
                                  "entry_identifier": si.NexusValue("42")},
                          at_paths={"/entry/entry_identifier_uuid": "90d87f9a-950f", "/entry/sample/temperature": 4.5})
 PROPOSAL = si.proposal_from_scicat({"proposalId": "123456", "ownerGroup": "p123456", "pi_email": "marie@example.org",

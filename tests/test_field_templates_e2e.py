@@ -195,7 +195,8 @@ def test_check_config_and_dry_run_show_each_field_of_a_files_dataset_and_where_i
     assert fields["pid"].endswith(f'"20.500.12269/{job_id}"  <- template: '
                                   "{pid_prefix}/{nexus:/entry/entry_identifier_uuid}")
     # A dry run asks SciCat nothing: the proposal's values are not there, the built-in rules give the rest.
-    assert fields["ownerEmail"].endswith("(left out)  <- template {proposal:pi_email}: no value for {proposal:pi_email}")
+    assert fields["ownerEmail"].endswith("(left out)  <- template {proposal:pi_email}: "
+                                         "no value for {proposal:pi_email}")
     assert fields["principalInvestigator"].endswith("<- file: first NXuser's name")
     assert scicat.datasets == {} and scicat.logins == logins
 
