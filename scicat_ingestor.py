@@ -3199,7 +3199,7 @@ class AskingDryRunCatalogue(DryRunCatalogue):
 
     def login(self) -> None:
         logger.info("dry run: nothing will be written to SciCat; it is asked for proposals, instruments, "
-                    "samples and whether each dataset is there already")
+                    "samples and whether each dataset, and its picture, is there already")
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
@@ -3215,6 +3215,9 @@ class AskingDryRunCatalogue(DryRunCatalogue):
 
     def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         return self.client.find_origdatablock(pid, file_path)
+
+    def attachments(self, call: AttachmentCall) -> list[dict[str, Any]]:
+        return self.client.attachments(call)
 
     def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
         return self.client.find_proposal(proposal_id)
