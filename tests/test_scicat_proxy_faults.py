@@ -57,9 +57,9 @@ def proxy(scicat):
 
 
 def config_through(proxy, tmp_path, kafka_bootstrap, kafka_topic, api, pid_prefix, **overrides):
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3", api,
                              **{"scicat.timeout_s": 2, "scicat.max_retries": 5, "scicat.retry_backoff_s": 0.2,
-                                "scicat.api": api, "kafka.consumer": dict(CONSUMER), **overrides})
+                                "kafka.consumer": dict(CONSUMER), **overrides})
     if pid_prefix:
         config["dataset"]["pid_prefix"] = pid_prefix
     return config
