@@ -2365,7 +2365,8 @@ class DryRunCatalogue:
     def __init__(self, config: SciCatConfig) -> None:
         self.latency = LatencyHistogram()
         # Not even which API SciCat serves is asked: auto shows what v3 would be sent.
-        self.api = DatasetApi.of("v4" if config.api == "v4" else "v3", config.host, f"dry run, scicat.api {config.api}")
+        self.api = DatasetApi.of("v4" if config.api == "v4" else "v3", config.host,
+                                 f"dry run, scicat.api {config.api}")
 
     def connect(self) -> None:
         logger.info("dry run: nothing will be written to SciCat, nor asked: proposals, instruments and samples "
@@ -2450,16 +2451,17 @@ class DatasetApi:
 
     def blocks_of(self, pid: str) -> tuple[str, Optional[dict[str, str]]]:
         """(path, query) of the dataset's origdatablocks: v4 has no route under the dataset but a
-        filter (recorded: where datasetId; the default limit of 10 is more than one file makes)."""
+        filter (as recorded: where datasetId; a dataset here has one block, whatever the default limit)."""
         if self.version == "v4":
             return self.origdatablocks, {"filter": json.dumps({"where": {"datasetId": pid}})}
         return self.dataset_path(pid) + "/origdatablocks", None
 
 
 def v4_served(status: int) -> Optional[bool]:
-    """What the status of GET <v4 base>/datasets says: 404, no v4 here (a v3-only backend);
-    200, 401 or 403 (v4 reads need a token), v4 datasets are served; anything else, nothing."""
-    return False if status == 404 else True if status in (200, 401, 403) else None
+    """What the status of GET <v4 base>/datasets says: 404, no v4 here (a v3-only backend); any
+    other answer below 500 (200; 401 or 403, v4 reads need a token) comes from a route that is
+    there, so v4 datasets are served; a 5xx says nothing."""
+    return None if status >= 500 else status != 404
 
 
 # Asked of GET <v4 base>/datasets: as little as SciCat can answer.
@@ -2483,7 +2485,6 @@ def choose_api(config: SciCatConfig, status_of_v4_datasets: typing.Callable[[str
                             f"scicat.api auto: GET {base}/datasets answered HTTP {status}")
     logger.info("datasets and origdatablocks through SciCat's %s API at %s (%s)", api.version, api.base, api.why)
     return api
-
 
 
 # =============================================================================

@@ -114,6 +114,12 @@ def test_auto_uses_v4_where_the_backend_serves_it_and_v3_where_v4_datasets_are_4
     assert f"through SciCat's {chosen} API" in caplog.text
 
 
+@pytest.mark.parametrize("status, served", [(404, False), (200, True), (401, True), (403, True), (400, True),
+                                            (500, None), (503, None)])
+def test_404_alone_says_no_v4_and_a_5xx_says_nothing(status, served):
+    assert si.v4_served(status) is served
+
+
 def test_an_undecided_backend_is_asked_again_with_the_next_file():
     with SciCatStandIn() as standin:
         client = client_of(standin, "auto")
