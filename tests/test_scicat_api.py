@@ -109,6 +109,7 @@ def test_auto_uses_v4_where_the_backend_serves_it_and_v3_where_v4_datasets_are_4
         client.post_origdatablock(si.build_origdatablock(pid, V3_DATASET, data_file))
         assert client.find_origdatablock(pid, "run.hdf")["datasetId"] == pid
         posts = [path for method, path, _ in standin.requests_log if method == "POST" and "auth" not in path]
+        assert not standin.internal_errors and not standin.sdk_disagreements
     prefix = {"v3": "/api/v3/", "v4": "/api/v4/"}[chosen]
     assert posts and all(path.startswith(prefix) for path in posts)
     assert f"through SciCat's {chosen} API" in caplog.text
