@@ -18,6 +18,7 @@ The file reads top to bottom like the data flows:
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
 4. building           pure functions: dataset and origdatablock payloads
+4a. field templates   dataset.fields: the facility's own values, parsed at start, filled per file
 5. talking to SciCat  login, token renewal, retries, the two POSTs
 6. the loop           poll, dispatch, ingest, commit
 6b. health, metrics   GET /health and /metrics, in a thread beside the loop
@@ -142,6 +143,10 @@ ESS_SCIENTIFIC_METADATA = [
 ]
 
 
+# What a template in dataset.fields may be: JSON, its strings templates (section 4a).
+TemplateJSON = Union[str, int, float, bool, list, dict]
+
+
 @dataclass
 class DatasetDefaults:
     ownable: Ownable
@@ -155,9 +160,13 @@ class DatasetDefaults:
     pid_prefix: str = ""
     owner: str = ""
     principal_investigator: str = ""
-    # creationLocation; "{instrument}" stands for the instrument name (e.g. "/ESS/{instrument}").
-    # Empty: the instrument name itself.
-    creation_location: str = ""
+    # SciCat raw-dataset field -> template (section 4a), tried before the built-in rule of
+    # that field. An instrument's are laid over these key by key. The older key
+    # creation_location means fields.creationLocation.
+    fields: dict[str, TemplateJSON] = field(default_factory=dict)
+    # Only under instruments.<NAME>: glob patterns of file paths (as this host sees them)
+    # that make a file this instrument's when no configured instrument is named.
+    path_patterns: list[str] = field(default_factory=list)
     # Added to accessGroups, so the ingestor's account can read back what it created
     # when the proposal's groups are not its own.
     ingestor_group: str = ""
@@ -352,10 +361,14 @@ def parse_config(raw: Any) -> Config:
         instruments = raw.pop("instruments", {})
     if not isinstance(instruments, dict):
         raise ConfigError(f"instruments: expected an object, got {type(instruments).__name__}")
+    if isinstance(raw, dict) and "dataset" in raw:
+        raw["dataset"] = _creation_location_as_field(raw["dataset"], "dataset")
     config = _section_from_json(Config, raw, "")
     config.instruments = {
-        name: _section_from_json(DatasetDefaults, _over_dataset(raw["dataset"], settings, f"instruments.{name}"),
-                                 f"instruments.{name}")
+        name: _section_from_json(
+            DatasetDefaults,
+            _over_dataset(raw["dataset"], _creation_location_as_field(settings, f"instruments.{name}"), name),
+            f"instruments.{name}")
         for name, settings in instruments.items() if not name.startswith("#")
     }
     _check_values(config)
@@ -363,19 +376,65 @@ def parse_config(raw: Any) -> Config:
     return config
 
 
-def dataset_settings(config: Config, instrument: str) -> DatasetDefaults:
-    """The dataset settings for files of this instrument (names compared without case)."""
+@dataclass
+class SelectedSettings:
+    """The dataset settings a file goes by, and why (for the field-source report)."""
+
+    settings: DatasetDefaults
+    section: str  # "dataset" or "instruments.<NAME>"
+    why: str
+
+
+def dataset_settings(config: Config, instrument: str, path: str = "", default_instrument: str = "") -> SelectedSettings:
+    """The settings of the instrument the messages or the file name (compared without case), else
+    of the first instrument whose path_patterns match the file's path, else of
+    dataset.instrument_name's (default_instrument), else the dataset section's."""
+    if named := _instrument_section(config, instrument):
+        return SelectedSettings(named[1], f"instruments.{named[0]}", f"the instrument is named {instrument}")
+    for name, settings in config.instruments.items():
+        pattern = next((p for p in settings.path_patterns if path and fnmatch.fnmatchcase(path, p)), "")
+        if pattern:
+            return SelectedSettings(settings, f"instruments.{name}", f"the path matches {pattern}")
+    if named := _instrument_section(config, default_instrument):
+        return SelectedSettings(named[1], f"instruments.{named[0]}", f"dataset.instrument_name is {default_instrument}")
+    why = f"no instrument section for {instrument or default_instrument}" if instrument or default_instrument \
+        else "no instrument named"
+    return SelectedSettings(config.dataset, "dataset", why + (", no path pattern matches" if path else ""))
+
+
+def _instrument_section(config: Config, instrument: str) -> Optional[tuple[str, DatasetDefaults]]:
     wanted = instrument.casefold()
-    return next((d for name, d in config.instruments.items() if name.casefold() == wanted), config.dataset)
+    return next(((name, d) for name, d in config.instruments.items() if instrument and name.casefold() == wanted), None)
 
 
-def _over_dataset(dataset: dict[str, Any], settings: Any, where: str) -> dict[str, Any]:
-    """An instrument's keys laid over the dataset section; "ownable" merged key by key."""
+def _creation_location_as_field(section: Any, where: str) -> Any:
+    """The older key creation_location (an {instrument} template) as fields.creationLocation."""
+    if not isinstance(section, dict) or "creation_location" not in section:
+        return section
+    section = dict(section)
+    location = section.pop("creation_location")
+    if not isinstance(location, str):
+        raise ConfigError(f"{where}.creation_location: expected string, got {json.dumps(location)[:60]}")
+    parse_text_template(location, f"{where}.creation_location")  # its mistakes named by the key written
+    fields = section.get("fields")
+    if isinstance(fields, dict) and "creationLocation" in fields:
+        raise ConfigError(f"{where}.creation_location: give it or {where}.fields.creationLocation, not both")
+    if location:  # "": today's rule, the instrument name
+        section["fields"] = {**(fields if isinstance(fields, dict) else {}), "creationLocation": location}
+    return section
+
+
+def _over_dataset(dataset: dict[str, Any], settings: Any, name: str) -> dict[str, Any]:
+    """An instrument's keys laid over the dataset section; "ownable" and "fields" merged key
+    by key. Selected by path_patterns, the instrument is named by its section's name."""
     if not isinstance(settings, dict):
-        raise ConfigError(f"{where}: expected an object, got {type(settings).__name__}")
+        raise ConfigError(f"instruments.{name}: expected an object, got {type(settings).__name__}")
     merged = {**dataset, **settings}
-    if isinstance(dataset.get("ownable"), dict) and isinstance(settings.get("ownable"), dict):
-        merged["ownable"] = {**dataset["ownable"], **settings["ownable"]}
+    for key in ("ownable", "fields"):
+        if isinstance(dataset.get(key), dict) and isinstance(settings.get(key), dict):
+            merged[key] = {**dataset[key], **settings[key]}
+    if settings.get("path_patterns") and "instrument_name" not in settings:
+        merged["instrument_name"] = name
     return merged
 
 
@@ -513,11 +572,10 @@ def _check_dataset_settings(config: Config) -> None:
                                   f"below the file's root, got {rule.path!r}")
         if dataset.max_text_length < 1:
             raise ConfigError(f"{where}.max_text_length: must be at least 1")
-        try:
-            dataset.creation_location.format(instrument="")
-        except (KeyError, IndexError, ValueError) as e:
-            raise ConfigError(f"{where}.creation_location: only {{instrument}} may be filled in, "
-                              f"got {dataset.creation_location!r} ({type(e).__name__}: {e})") from None
+        field_templates(dataset.fields, f"{where}.fields")  # refused at start, naming the key
+    if config.dataset.path_patterns:
+        raise ConfigError("dataset.path_patterns: only an instrument's section selects files by path "
+                          "(instruments.<NAME>.path_patterns)")
 
 
 def load_config(path: str, dry_run: bool = False) -> Config:
@@ -1203,6 +1261,8 @@ class NexusMetadata:
     users: list[NexusUser] = field(default_factory=list)
     # What dataset.scientific_metadata asks for, by key; values plain JSON (see read_scientific_metadata).
     science: dict[str, NexusValue] = field(default_factory=dict)
+    # The scalars at the paths the field templates name ({nexus:/entry/...}), by path.
+    at_paths: dict[str, Any] = field(default_factory=dict)
 
     def text(self, name: str) -> str:
         value = self.values.get(name)
@@ -1440,6 +1500,25 @@ def read_scientific_metadata(path: str, rules: list[NexusValueRule], max_text_le
     return found
 
 
+def read_values_at(path: str, nexus_paths: list[str], max_text_length: int, opened: Any = None) -> dict[str, Any]:
+    """The scalar or string at each of these exact paths, read as scientific metadata is;
+    a path with no dataset, or an array, gives nothing."""
+    import h5py
+
+    found: dict[str, Any] = {}
+    with _opened(path, opened) as f:
+        for nexus_path in nexus_paths:
+            try:
+                node = f.get(nexus_path)
+                value = _read_value(node, max_text_length).value if isinstance(node, h5py.Dataset) else None
+            except (KeyError, OSError) as e:  # a broken link, a filter this host lacks
+                logger.warning("%s: cannot read %s (%s); its field templates fall back", path, nexus_path, e)
+                continue
+            if value is not None and not isinstance(value, (dict, list)):
+                found[nexus_path] = value
+    return found
+
+
 def _read_value(node: Any, max_text_length: int) -> NexusValue:
     if node.shape is None:  # an HDF5 null dataspace: no value at all
         value = None
@@ -1521,7 +1600,7 @@ class FileReading:
 
     nexus: NexusMetadata
     data_file: DataFile
-    settings: DatasetDefaults  # its instrument's dataset settings
+    selected: SelectedSettings  # its instrument's dataset settings
     metadata_s: float
     checksum_s: float
 
@@ -1534,12 +1613,17 @@ def read_finished_file(config: Config, path: str, finished: FinishedWriting,
     with open_nexus(path) as f:
         nexus = read_nexus_metadata(path, f)
         # Which values to extract is the instrument's choice, and the file may be what names it.
-        settings = dataset_settings(config, instrument_name(run_start, finished, nexus, config.dataset))
+        # A name only the configuration gives does not beat a path pattern.
+        named = instrument_name(run_start, finished, nexus, config.dataset)
+        selected = dataset_settings(config, "" if named.source == "default" else named.value, path,
+                                    config.dataset.instrument_name)
+        settings = selected.settings
         nexus.science = read_scientific_metadata(path, settings.scientific_metadata, settings.max_text_length, f)
+        nexus.at_paths = read_values_at(path, template_nexus_paths(settings.fields), settings.max_text_length, f)
     metadata_s = time.monotonic() - started
     started = time.monotonic()
     data_file = describe_file(path, config.files.checksum)
-    return FileReading(nexus, data_file, settings, metadata_s, time.monotonic() - started)
+    return FileReading(nexus, data_file, selected, metadata_s, time.monotonic() - started)
 
 
 def file_reader_main(connection: Any, config: Config) -> None:
@@ -1704,7 +1788,8 @@ class FileReader:
 # 4. Building the dataset and its origdatablock (pure functions, no I/O)
 # =============================================================================
 #
-# Where each dataset field comes from, first that has a value wins
+# Where each dataset field comes from: its template in dataset.fields if it has one and
+# it can be filled (section 4a), else the first of these that has a value
 # ("metadata" is the run start's metadata JSON updated by the wrdn's; "dataset."
 # keys are the instrument's own under instruments.<NAME>, else the dataset section's;
 # "proposal", "instrument", "sample" are what SciCat answered when asked, section 5):
@@ -1726,13 +1811,14 @@ class FileReader:
 #   instrumentId         the instrument SciCat has under metadata instrument_id or
 #                        dataset.instrument_id, else under the instrument name
 #   sampleId             the first of metadata sample_id, NeXus sample/name that SciCat has
-#   creationLocation     metadata creation_location, dataset.creation_location with
-#                        {instrument} filled in, instrument name (named whether or not
+#   creationLocation     metadata creation_location, instrument name (named whether or not
 #                        SciCat has an Instrument record)
 #   sourceFolder         the folder of the file as this host sees it
 #   creationTime         the file's modification time, UTC
 #   startTime, endTime   NeXus start_time/end_time, run start's start/stop time
 #   runNumber            NeXus entry_identifier
+#   pid                  with dataset.pid_prefix: <prefix>/<uuid5 of job id and file name>;
+#                        without: none sent, SciCat makes it
 #   scientificMetadata   the NeXus values dataset.scientific_metadata names, metadata keys,
 #                        then the writer's job_id, run_name, service_id, run start/stop
 #                        times (these last win)
@@ -1753,6 +1839,7 @@ class Proposal:
     access_groups: list[str] = field(default_factory=list)
     principal_investigator: str = ""
     contact_email: str = ""
+    fields: dict[str, Any] = field(default_factory=dict)  # the proposal as SciCat has it, for {proposal:...}
 
 
 @dataclass
@@ -1772,23 +1859,50 @@ def first(*candidates: Any) -> Any:
     return next((c for c in candidates if c not in (None, "", [], {})), "")
 
 
+@dataclass
+class Sourced:
+    """A field's value and where it came from: "template", "file", "message", "lookup",
+    "default" (the configuration), "ingestor" (what it computes) or "none"."""
+
+    value: Any
+    source: str
+    detail: str = ""  # which path, key or template
+
+    def describe(self) -> str:
+        return f"{self.source}: {self.detail}" if self.detail else self.source
+
+
+def first_of(*candidates: tuple[str, str, Any]) -> Sourced:
+    """The first of the (source, detail, value) candidates that has a value."""
+    for source, detail, value in candidates:
+        if value not in (None, "", [], {}):
+            return Sourced(value, source, detail)
+    return Sourced("", "none", "no source had a value")
+
+
 def message_metadata(run_start: Optional[RunStart], finished: FinishedWriting) -> dict[str, Any]:
     """The run start's metadata JSON, updated by the wrdn's."""
     return {**(run_start.metadata if run_start else {}), **finished.metadata}
 
 
 def instrument_name(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
-                    defaults: DatasetDefaults) -> str:
-    return str(first(message_metadata(run_start, finished).get("instrument_name"),
-                     run_start.instrument_name if run_start else "", nexus.text("instrument_name"),
-                     defaults.instrument_name))
+                    defaults: DatasetDefaults) -> Sourced:
+    metadata = message_metadata(run_start, finished)
+    found = first_of(("message", "metadata instrument_name", metadata.get("instrument_name")),
+                     ("message", "run start's instrument_name", run_start.instrument_name if run_start else ""),
+                     ("file", "/entry/instrument/name", nexus.text("instrument_name")),
+                     ("default", "dataset.instrument_name", defaults.instrument_name))
+    return dataclasses.replace(found, value=str(found.value))
 
 
 def proposal_id(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata,
-                defaults: DatasetDefaults) -> str:
-    return str(first(message_metadata(run_start, finished).get("proposal_id"), nexus.text("experiment_identifier"),
-                     run_start.structure_values.get("experiment_identifier") if run_start else "",
-                     defaults.default_proposal_id))
+                defaults: DatasetDefaults) -> Sourced:
+    found = first_of(("message", "metadata proposal_id", message_metadata(run_start, finished).get("proposal_id")),
+                     ("file", "/entry/experiment_identifier", nexus.text("experiment_identifier")),
+                     ("message", "run start's experiment_identifier",
+                      run_start.structure_values.get("experiment_identifier") if run_start else ""),
+                     ("default", "dataset.default_proposal_id", defaults.default_proposal_id))
+    return dataclasses.replace(found, value=str(found.value))
 
 
 def sample_candidates(run_start: Optional[RunStart], finished: FinishedWriting, nexus: NexusMetadata) -> list[str]:
@@ -1801,13 +1915,6 @@ def instrument_id_candidates(run_start: Optional[RunStart], finished: FinishedWr
                              defaults: DatasetDefaults) -> list[str]:
     named = (message_metadata(run_start, finished).get("instrument_id"), defaults.instrument_id)
     return [str(n) for n in named if n not in (None, "")]
-
-
-def creation_location(template: str, instrument: str) -> str:
-    """dataset.creation_location with {instrument} filled in; "" when it needs an instrument none names."""
-    if "{instrument}" in template and not instrument:
-        return ""
-    return template.format(instrument=instrument)
 
 
 def iso_utc(seconds: float) -> str:
@@ -1870,6 +1977,16 @@ def build_scientific_metadata(
     return science
 
 
+@dataclass
+class BuiltDataset:
+    """A dataset payload, where each of its fields came from, and the templates that could
+    not be filled (each with the value it lacked), for the field-source report."""
+
+    dataset: dict[str, Any]
+    sources: dict[str, Sourced]
+    unfilled: dict[str, str] = field(default_factory=dict)
+
+
 def build_dataset(
     run_start: Optional[RunStart],
     finished: FinishedWriting,
@@ -1877,8 +1994,9 @@ def build_dataset(
     data_file: DataFile,
     defaults: DatasetDefaults,
     facts: Optional[CatalogueFacts] = None,
-) -> dict[str, Any]:
-    """The SciCat raw dataset for one finished file (see the mapping above)."""
+) -> BuiltDataset:
+    """The SciCat raw dataset for one finished file: the field templates first, then the
+    built-in rules (see the mapping above)."""
     run = run_start or RunStart(job_id=finished.job_id, filename=finished.file_name)
     structure = run.structure_values
     metadata = message_metadata(run_start, finished)
@@ -1888,52 +2006,86 @@ def build_dataset(
     user_emails = [u.email for u in nexus.users if "@" in u.email]
     folder, file_name = os.path.split(data_file.path)
     instrument = instrument_name(run_start, finished, nexus, defaults)
+    users = ("file", "first NXuser's name", first_user)
 
-    owner_group = first(metadata.get("owner_group"), proposal.owner_group, defaults.ownable.ownerGroup)
-    owner = first(metadata.get("owner"), first_user, defaults.owner, owner_group)
-    access_groups = list(first(metadata.get("access_groups"), proposal.access_groups, defaults.ownable.accessGroups)
-                         or [])
-    if defaults.ingestor_group and defaults.ingestor_group not in (owner_group, *access_groups):
-        access_groups.append(defaults.ingestor_group)
-    dataset: dict[str, Any] = {
-        "type": "raw",
-        "datasetName": first(run.run_name, nexus.text("title"), os.path.splitext(file_name)[0]),
-        "description": first(nexus.text("title"), structure.get("title"), nexus.text("experiment_description")),
+    owner_group = first_of(("message", "metadata owner_group", metadata.get("owner_group")),
+                           ("lookup", "the proposal's ownerGroup", proposal.owner_group),
+                           ("default", "dataset.ownable.ownerGroup", defaults.ownable.ownerGroup))
+    owner = first_of(("message", "metadata owner", metadata.get("owner")), users,
+                     ("default", "dataset.owner", defaults.owner), ("default", "the owner group", owner_group.value))
+    access_groups = first_of(("message", "metadata access_groups", metadata.get("access_groups")),
+                             ("lookup", "the proposal's accessGroups", proposal.access_groups),
+                             ("default", "dataset.ownable.accessGroups", defaults.ownable.accessGroups))
+    access_groups.value = list(access_groups.value or [])
+    sources: dict[str, Sourced] = {
+        "type": Sourced("raw", "ingestor", "always"),
+        "datasetName": first_of(("message", "run start's run name", run.run_name),
+                                ("file", "/entry/title", nexus.text("title")),
+                                ("ingestor", "the file name without extension", os.path.splitext(file_name)[0])),
+        "description": first_of(("file", "/entry/title", nexus.text("title")),
+                                ("message", "run start's title", structure.get("title")),
+                                ("file", "/entry/experiment_description", nexus.text("experiment_description"))),
         "owner": owner,
         "ownerGroup": owner_group,
         "accessGroups": access_groups,
-        "contactEmail": first(metadata.get("contact_email"), ";".join(user_emails), proposal.contact_email,
-                              defaults.contact_email),
-        "principalInvestigator": first(
-            metadata.get("principal_investigator"),
-            proposal.principal_investigator,
-            first_user,
-            defaults.principal_investigator,
-            owner,
-        ),
-        "creationLocation": first(metadata.get("creation_location"),
-                                  creation_location(defaults.creation_location, instrument), instrument),
-        "sourceFolder": folder,
-        "creationTime": iso_utc(data_file.mtime),
+        "contactEmail": first_of(("message", "metadata contact_email", metadata.get("contact_email")),
+                                 ("file", "the NXusers' emails", ";".join(user_emails)),
+                                 ("lookup", "the proposal's pi_email or email", proposal.contact_email),
+                                 ("default", "dataset.contact_email", defaults.contact_email)),
+        "principalInvestigator": first_of(
+            ("message", "metadata principal_investigator", metadata.get("principal_investigator")),
+            ("lookup", "the proposal's PI", proposal.principal_investigator), users,
+            ("default", "dataset.principal_investigator", defaults.principal_investigator),
+            ("default", "the owner", owner.value)),
+        "creationLocation": first_of(("message", "metadata creation_location", metadata.get("creation_location")),
+                                     (instrument.source, f"the instrument name ({instrument.detail})",
+                                      instrument.value)),
+        "sourceFolder": Sourced(folder, "ingestor", "the file's folder"),
+        "creationTime": Sourced(iso_utc(data_file.mtime), "ingestor", "the file's modification time"),
         "proposalId": proposal_id(run_start, finished, nexus, defaults),
-        "instrumentId": facts.instrument_id,
-        "sampleId": facts.sample_id,
-        "startTime": first(iso_or_empty(nexus.text("start_time")), ms_to_iso(run.start_time_ms)),
-        "endTime": first(iso_or_empty(nexus.text("end_time")), ms_to_iso(run.stop_time_ms)),
-        "runNumber": nexus.text("entry_identifier") or structure.get("entry_identifier", ""),
-        "dataFormat": "NeXus HDF5",
-        "isPublished": False,
-        "scientificMetadata": build_scientific_metadata(run_start, finished, nexus, metadata),
-    }
-    if defaults.pid_prefix:
+        "instrumentId": first_of(("lookup", "the instrument SciCat has", facts.instrument_id)),
+        "sampleId": first_of(("lookup", "the sample SciCat has", facts.sample_id)),
+        "startTime": first_of(("file", "/entry/start_time", iso_or_empty(nexus.text("start_time"))),
+                              ("message", "run start's start time", ms_to_iso(run.start_time_ms))),
+        "endTime": first_of(("file", "/entry/end_time", iso_or_empty(nexus.text("end_time"))),
+                            ("message", "run start's stop time", ms_to_iso(run.stop_time_ms))),
+        "runNumber": first_of(("file", "/entry/entry_identifier", nexus.text("entry_identifier")),
+                              ("message", "run start's entry_identifier", structure.get("entry_identifier", ""))),
+        "dataFormat": Sourced("NeXus HDF5", "ingestor", "always"),
+        "isPublished": Sourced(False, "ingestor", "always"),
+        "scientificMetadata": Sourced(build_scientific_metadata(run_start, finished, nexus, metadata), "ingestor",
+                                      "dataset.scientific_metadata, the messages' metadata, the writer's ids"),
         # By the file's name, not its path: --ingest-file sees the file under this host's
         # mount, the loop under the writer's path, and both must give the same pid.
-        dataset["pid"] = deterministic_pid(defaults.pid_prefix, finished.job_id, os.path.basename(finished.file_name))
-    missing = [name for name in SCICAT_REQUIRED if not dataset[name]]
+        "pid": first_of(("ingestor", "dataset.pid_prefix and the uuid5 of job id and file name",
+                         defaults.pid_prefix and deterministic_pid(defaults.pid_prefix, finished.job_id,
+                                                                   os.path.basename(finished.file_name)))),
+    }
+    values = TemplateValues(
+        named={"instrument": instrument.value, "proposal_id": sources["proposalId"].value, "run_name": run.run_name,
+               "run_number": sources["runNumber"].value, "title": first(nexus.text("title"), structure.get("title")),
+               "job_id": finished.job_id, "file_name": file_name, "file_stem": os.path.splitext(file_name)[0],
+               "file_path": data_file.path, "source_folder": folder, "start_time": sources["startTime"].value,
+               "end_time": sources["endTime"].value, "pid_prefix": defaults.pid_prefix.rstrip("/"),
+               "service_id": finished.service_id},
+        nexus=nexus.at_paths, metadata=metadata, proposal=proposal.fields)
+    unfilled = {}
+    for template in field_templates(defaults.fields, "fields"):
+        try:
+            sources[template.field] = Sourced(template.fill(values), "template", template.text)
+        except MissingValue as e:
+            unfilled[template.field] = f"{template.text}: no value for {e}"
+    if defaults.ingestor_group and defaults.ingestor_group not in (sources["ownerGroup"].value,
+                                                                   *sources["accessGroups"].value):
+        sources["accessGroups"] = Sourced([*sources["accessGroups"].value, defaults.ingestor_group],
+                                          sources["accessGroups"].source,
+                                          sources["accessGroups"].detail + ", then dataset.ingestor_group")
+    missing = [name for name in SCICAT_REQUIRED if not sources[name].value]
     if missing:
         raise IncompleteDataset(f"no value for {', '.join(missing)}: set them in the dataset section of the config")
     # Optional fields without a value are left out rather than sent empty.
-    return {k: v for k, v in dataset.items() if v != ""}
+    sources = {k: v for k, v in sources.items() if v.value != ""}
+    return BuiltDataset({k: v.value for k, v in sources.items()}, sources, unfilled)
 
 
 # Fixed forever: changing it would give already ingested files new pids.
@@ -1960,6 +2112,217 @@ def build_origdatablock(dataset_pid: str, dataset: dict[str, Any], data_file: Da
         entry["chk"] = data_file.checksum
         block["chkAlg"] = data_file.checksum_algorithm
     return block
+
+
+# =============================================================================
+# 4a. Field templates: the facility's own values for dataset fields
+# =============================================================================
+#
+# dataset.fields (and an instrument's) maps a SciCat raw-dataset field to a template: a
+# string with {...} placeholders, a list of them, or any other JSON value, whose strings
+# are templates too (techniques: [{"pid": "...", "name": "{nexus:/entry/technique}"}]).
+# Parsed at start, so a mistake stops the program naming the key; filled per file from
+# the values gathered before build_dataset (the file, the messages, SciCat's proposal).
+# A placeholder without a value makes the whole field fall back to its built-in rule.
+
+# {name}: values the built-in rules find (never another template's).
+NAMED_VALUES = ("instrument", "proposal_id", "run_name", "run_number", "title", "job_id", "file_name", "file_stem",
+                "file_path", "source_folder", "start_time", "end_time", "pid_prefix", "service_id")
+# {kind:name}: a NeXus path, a key of the messages' metadata JSON, a field of the proposal.
+PLACEHOLDER_KINDS = ("nexus", "metadata", "proposal")
+
+TEXT, TEXTS, NUMBER, FLAG, RECORD, RECORDS = ("a string", "a string or a list of strings", "a number",
+                                              "true or false", "an object", "a list of objects")
+# SciCat's raw dataset in v3 names (POST /api/v3/Datasets as the backend takes it, recorded)
+# -> what the field holds.
+DATASET_FIELD_KINDS = {
+    "pid": TEXT, "owner": TEXT, "ownerEmail": TEXT, "orcidOfOwner": TEXT, "contactEmail": TEXT,
+    "ownerGroup": TEXT, "accessGroups": TEXTS, "instrumentGroup": TEXT, "sourceFolder": TEXT,
+    "sourceFolderHost": TEXT, "size": NUMBER, "packedSize": NUMBER, "numberOfFiles": NUMBER,
+    "numberOfFilesArchived": NUMBER, "creationTime": TEXT, "validationStatus": TEXT, "keywords": TEXTS,
+    "description": TEXT, "datasetName": TEXT, "classification": TEXT, "license": TEXT, "isPublished": FLAG,
+    "techniques": RECORDS, "sharedWith": TEXTS, "relationships": RECORDS, "datasetlifecycle": RECORD,
+    "scientificMetadataSchema": TEXT, "scientificMetadataValid": FLAG, "comment": TEXT,
+    "dataQualityMetrics": NUMBER, "proposalId": TEXT, "sampleId": TEXT, "instrumentId": TEXT,
+    "principalInvestigator": TEXT, "creationLocation": TEXT, "runNumber": TEXT, "startTime": TEXT,
+    "endTime": TEXT, "dataFormat": TEXT, "investigator": TEXT, "inputDatasets": TEXTS, "usedSoftware": TEXTS,
+    "jobParameters": RECORD, "jobLogData": TEXT,
+}
+NOT_TEMPLATED = {"type": "always raw", "scientificMetadata": "dataset.scientific_metadata says what goes in it"}
+
+
+class MissingValue(Exception):
+    """A placeholder with no value for this file; its text is the placeholder."""
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    kind: str  # one of PLACEHOLDER_KINDS, "" for a named value
+    name: str
+
+    def __str__(self) -> str:
+        return "{" + (f"{self.kind}:" if self.kind else "") + self.name + "}"
+
+
+@dataclass
+class TemplateValues:
+    """What the placeholders of one file's templates may name."""
+
+    named: dict[str, Any]
+    nexus: dict[str, Any]  # by path
+    metadata: dict[str, Any]
+    proposal: dict[str, Any]
+
+    def look_up(self, placeholder: Placeholder) -> Any:
+        found = {"": self.named, "nexus": self.nexus, "metadata": self.metadata,
+                 "proposal": self.proposal}[placeholder.kind].get(placeholder.name)
+        if isinstance(found, dict) and "value" in found:  # metadata given as {value, unit}
+            found = found["value"]
+        if found in (None, "", [], {}):
+            raise MissingValue(str(placeholder))
+        return found
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):  # as SciCat lists people and emails
+        return ";".join(as_text(v) for v in value)
+    return json.dumps(value) if isinstance(value, dict) else str(value)
+
+
+@dataclass
+class TextTemplate:
+    """One string of a template: literal text and placeholders, in turn."""
+
+    parts: list[Union[str, Placeholder]]
+
+    def fill(self, values: TemplateValues) -> Union[str, list[str]]:
+        """The text; a lone placeholder naming a list gives the list (spliced into a list field)."""
+        if len(self.parts) == 1 and isinstance(self.parts[0], Placeholder):
+            value = values.look_up(self.parts[0])
+            if isinstance(value, list):
+                return [as_text(v) for v in value]
+        return "".join(p if isinstance(p, str) else as_text(values.look_up(p)) for p in self.parts)
+
+
+def parse_text_template(text: str, where: str) -> TextTemplate:
+    import string
+
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as e:
+        raise ConfigError(f"{where}: {e} in {text!r} (a literal brace is written {{{{ or }}}})") from None
+    parts: list[Union[str, Placeholder]] = []
+    for literal, name, spec, conversion in parsed:
+        if literal:
+            parts.append(literal)
+        if name is None:
+            continue
+        shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if conversion or "{" in (spec or ""):
+            raise ConfigError(f"{where}: {shown!r} is not a placeholder this ingestor fills")
+        if name in PLACEHOLDER_KINDS:
+            if not spec:
+                raise ConfigError(f"{where}: {{{name}:...}} must say what it names, e.g. {{nexus:/entry/title}}")
+            if name == "nexus" and not spec.startswith("/"):
+                raise ConfigError(f"{where}: {shown} needs an absolute path in the file")
+            parts.append(Placeholder(name, spec))
+        elif spec:
+            raise ConfigError(f"{where}: {shown}: unknown placeholder kind {name!r} "
+                              f"(known: {', '.join(PLACEHOLDER_KINDS)})")
+        elif name in NAMED_VALUES:
+            parts.append(Placeholder("", name))
+        else:
+            raise ConfigError(f"{where}: unknown placeholder {shown} (named values: {', '.join(NAMED_VALUES)}; "
+                              f"or {{nexus:/path}}, {{metadata:key}}, {{proposal:field}})")
+    return TextTemplate(parts)
+
+
+def _parse_json_template(value: Any, where: str) -> Any:
+    """The configured JSON with each string parsed into a TextTemplate."""
+    if isinstance(value, str):
+        return parse_text_template(value, where)
+    if isinstance(value, list):
+        return [_parse_json_template(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _parse_json_template(v, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def _fill_json(node: Any, values: TemplateValues) -> Any:
+    if isinstance(node, TextTemplate):
+        return node.fill(values)
+    if isinstance(node, list):
+        filled: list[Any] = []
+        for item in node:
+            value = _fill_json(item, values)
+            filled += value if isinstance(item, TextTemplate) and isinstance(value, list) else [value]
+        return filled
+    if isinstance(node, dict):
+        return {k: _fill_json(v, values) for k, v in node.items()}
+    return node
+
+
+def _fits(value: Any, kind: str) -> bool:
+    """Whether a configured template can give what the field holds."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return {TEXT: isinstance(value, str),
+            TEXTS: isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value)),
+            NUMBER: number, FLAG: isinstance(value, bool), RECORD: isinstance(value, dict),
+            RECORDS: isinstance(value, list) and all(isinstance(v, dict) for v in value)}[kind]
+
+
+@dataclass
+class FieldTemplate:
+    """One entry of dataset.fields, parsed."""
+
+    field: str
+    text: str  # as configured, for the field-source report
+    parsed: Any
+    placeholders: list[Placeholder]
+
+    def fill(self, values: TemplateValues) -> Any:
+        """The field's value for one file; MissingValue when a placeholder has none."""
+        value = _fill_json(self.parsed, values)
+        if DATASET_FIELD_KINDS[self.field] == TEXTS and isinstance(value, str):
+            return [value]
+        if DATASET_FIELD_KINDS[self.field] == TEXT and isinstance(value, list):
+            return as_text(value)
+        return value
+
+
+def _placeholders_in(node: Any) -> list[Placeholder]:
+    if isinstance(node, TextTemplate):
+        return [p for p in node.parts if isinstance(p, Placeholder)]
+    items = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+    return [p for item in items for p in _placeholders_in(item)]
+
+
+def field_templates(fields: dict[str, Any], where: str) -> list[FieldTemplate]:
+    """dataset.fields parsed; a field SciCat's raw dataset lacks, a value the field cannot
+    hold or a placeholder this ingestor does not fill is a ConfigError naming the key."""
+    templates = []
+    for name, template in fields.items():
+        key = f"{where}.{name}"
+        if name.startswith("#"):
+            continue
+        if name in NOT_TEMPLATED:
+            raise ConfigError(f"{key}: not templated: {NOT_TEMPLATED[name]}")
+        if name not in DATASET_FIELD_KINDS:
+            raise ConfigError(f"{key}: SciCat's raw dataset has no field {name!r} (its fields, in v3 names: "
+                              f"{', '.join(sorted(DATASET_FIELD_KINDS))})")
+        if not _fits(template, DATASET_FIELD_KINDS[name]):
+            raise ConfigError(f"{key}: expected {DATASET_FIELD_KINDS[name]}, got {json.dumps(template)[:60]}")
+        parsed = _parse_json_template(template, key)
+        templates.append(FieldTemplate(name, template if isinstance(template, str) else json.dumps(template),
+                                       parsed, _placeholders_in(parsed)))
+    return templates
+
+
+def template_nexus_paths(fields: dict[str, Any]) -> list[str]:
+    """The paths in the file the templates name, to be read with the file."""
+    return sorted({p.name for t in field_templates(fields, "fields") for p in t.placeholders if p.kind == "nexus"})
 
 
 # =============================================================================
@@ -2079,6 +2442,7 @@ def proposal_from_scicat(doc: dict[str, Any]) -> Proposal:
         access_groups=[str(g) for g in doc.get("accessGroups") or [] if g],
         principal_investigator=first(" ".join(filter(None, (text("pi_firstname"), text("pi_lastname")))), email),
         contact_email=email if "@" in email else "",
+        fields=doc,
     )
 
 
@@ -2292,14 +2656,17 @@ class SciCatClient:
         return self._dataset_answer(found, f"the search for job {job_id}")
 
     def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:
-        """The dataset's origdatablock listing this file, if there is one."""
+        """The dataset's origdatablock listing a file of this name, if there is one. By name, not
+        path: a dataset made by another ingestor under the same pid (scicat-ingestor's, say) may
+        list the file by an absolute path, or relative to another folder."""
         path, query = self.dataset_api().blocks_of(pid)
         blocks = self._json("GET", path, "reading origdatablocks", params=query) or []
         if not isinstance(blocks, list):
             raise SciCatError(f"SciCat answered the origdatablocks of {pid} with no list", None,
                               json.dumps(blocks)[:200])
         return next((b for b in blocks if isinstance(b, dict)
-                     and any(f.get("path") == file_path for f in b.get("dataFileList") or [])), None)
+                     and any(isinstance(f, dict) and os.path.basename(str(f.get("path"))) == os.path.basename(file_path)
+                             for f in b.get("dataFileList") or [])), None)
 
     # -- lookups (cached) --------------------------------------------------------
 
@@ -2361,6 +2728,7 @@ class DryRunCatalogue:
     asked of it (Ingestor.look_up): the configured defaults show instead of SciCat's records."""
 
     retries = 0
+    asks = False  # whether Ingestor.look_up asks it for proposals, instruments and samples
 
     def __init__(self, config: SciCatConfig) -> None:
         self.latency = LatencyHistogram()
@@ -2374,7 +2742,8 @@ class DryRunCatalogue:
                     self.api.why)
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
-        logger.info("dry run: would create dataset %s", json.dumps(self.api.dataset_payload(dataset), sort_keys=True))
+        payload = self.api.dataset_payload(dataset)
+        logger.info("dry run: would create dataset %s", json.dumps(payload, sort_keys=True))
         return {**dataset, "pid": dataset.get("pid") or f"dry-run/{dataset['scientificMetadata']['job_id']['value']}"}
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
@@ -2389,6 +2758,52 @@ class DryRunCatalogue:
 
     def find_origdatablock(self, pid: str, file_path: str) -> None:
         return None
+
+
+class AskingDryRunCatalogue(DryRunCatalogue):
+    """--check-config --ingest-file: a dry run that asks SciCat what it has (the proposal,
+    instrument and sample, whether the dataset is there already) and writes nothing, so the
+    field report shows the values a real run would give."""
+
+    asks = True
+
+    def __init__(self, client: SciCatClient) -> None:
+        super().__init__(client.config)
+        self.client = client
+        self.latency = client.latency
+
+    def connect(self) -> None:
+        self.api = self.client.dataset_api()  # asked, as a real run would (scicat.api auto)
+        logger.info("dry run: nothing will be written to SciCat; it is asked for proposals, instruments, "
+                    "samples and whether each dataset is there already; datasets are shown as its %s API "
+                    "would take them", self.api.version)
+
+    def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
+            # As SciCat answers a second creation: the publisher then reads the dataset back.
+            raise SciCatError(f"dry run: SciCat has a dataset with pid {dataset['pid']} already", 409)
+        return super().post_dataset(dataset)
+
+    def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.get_dataset(pid)
+
+    def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.find_dataset_by_job(job_id)
+
+    def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
+        return self.client.find_origdatablock(pid, file_path)
+
+    def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
+        return self.client.find_proposal(proposal_id)
+
+    def instrument_exists(self, instrument_id: str) -> bool:
+        return self.client.instrument_exists(instrument_id)
+
+    def find_instrument_by_name(self, name: str) -> str:
+        return self.client.find_instrument_by_name(name)
+
+    def sample_exists(self, sample_id: str) -> bool:
+        return self.client.sample_exists(sample_id)
 
 
 # =============================================================================
@@ -2887,6 +3302,23 @@ def tell(text: str) -> None:
         print(text, flush=True)
 
 
+def field_report(path: str, selected: SelectedSettings, built: BuiltDataset) -> list[str]:
+    """--dry-run and --check-config --ingest-file: each field of the file's dataset, its value
+    and where it came from, so that templates can be written against a real file."""
+    lines = [f"fields of the dataset for {path}: settings of {selected.section} ({selected.why})"]
+    for name in sorted(built.sources, key=str.casefold):
+        if name == "scientificMetadata":
+            shown = f"{len(built.sources[name].value)} entries"
+        else:
+            shown = json.dumps(built.sources[name].value)
+            shown = shown if len(shown) <= 80 else shown[:79] + "\u2026"
+        unfilled = f" (template {built.unfilled[name]})" if name in built.unfilled else ""
+        lines.append(f"  {name:<22} {shown}  <- {built.sources[name].describe()}{unfilled}")
+    for name in sorted(set(built.unfilled) - set(built.sources)):
+        lines.append(f"  {name:<22} (left out)  <- template {built.unfilled[name]}")
+    return lines
+
+
 NEXUS_EXTENSIONS = (".hdf", ".hdf5", ".h5", ".nxs", ".nx5", ".nexus")
 
 
@@ -2930,10 +3362,12 @@ PASSED_OVER_COMMIT_INTERVAL_S = 1.0
 class Ingestor:
     """Consumes the command topic and turns every finished file into a dataset."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, catalogue: Optional[DryRunCatalogue] = None, print_fields: bool = False):
         self.config = config
+        # A dry run logs each dataset's field report; --check-config --ingest-file prints it.
+        self.show_field = tell if print_fields else logger.info
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
-            DryRunCatalogue(config.scicat) if config.options.dry_run
+            (catalogue or DryRunCatalogue(config.scicat)) if config.options.dry_run
             else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
         )
         self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
@@ -3009,7 +3443,7 @@ class Ingestor:
     # -- one finished file -----------------------------------------------------
 
     def read_file(self, finished: FinishedWriting, run_start: Optional[RunStart],
-                  durations: dict[str, float]) -> tuple[NexusMetadata, DataFile, DatasetDefaults]:
+                  durations: dict[str, float]) -> tuple[NexusMetadata, DataFile, SelectedSettings]:
         """The file's metadata and description, and its instrument's dataset settings,
         waiting up to files.wait_s for the file to be readable."""
         files = self.config.files
@@ -3020,7 +3454,7 @@ class Ingestor:
             try:
                 reading = self.reader.read(path, finished, run_start)
                 durations["metadata_s"], durations["checksum_s"] = reading.metadata_s, reading.checksum_s
-                return reading.nexus, reading.data_file, reading.settings
+                return reading.nexus, reading.data_file, reading.selected
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
                     raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
@@ -3037,9 +3471,9 @@ class Ingestor:
         """
         catalogue = self.catalogue
         facts = CatalogueFacts()
-        if isinstance(catalogue, DryRunCatalogue):
+        if isinstance(catalogue, DryRunCatalogue) and not catalogue.asks:
             return facts  # not asked, so nothing to warn of: its login said so once
-        proposal_named = proposal_id(run_start, finished, nexus, settings)
+        proposal_named = proposal_id(run_start, finished, nexus, settings).value
         if proposal_named:
             lookup = LinkLookup()
             facts.proposal = lookup.ask(lambda: catalogue.find_proposal(proposal_named))
@@ -3047,7 +3481,7 @@ class Ingestor:
                 facts.missing.append(lookup.missing(finished.job_id, f"proposal {proposal_named}",
                                                     "owned as the configuration says"))
         ids = instrument_id_candidates(run_start, finished, settings)
-        instrument = instrument_name(run_start, finished, nexus, settings)
+        instrument = instrument_name(run_start, finished, nexus, settings).value
         lookup = LinkLookup()  # by id first, then by name: one warning, naming all that was tried
         facts.instrument_id = next((i for i in ids if lookup.ask(lambda: catalogue.instrument_exists(i))), "")
         if not facts.instrument_id and instrument:
@@ -3074,9 +3508,15 @@ class Ingestor:
         durations: dict[str, float] = {}
         started = time.monotonic()
         try:
-            nexus, data_file, settings = self.read_file(finished, run_start, durations)
-            facts = self.look_up(run_start, finished, nexus, settings)
-            dataset = build_dataset(run_start, finished, nexus, data_file, settings, facts)
+            nexus, data_file, selected = self.read_file(finished, run_start, durations)
+            facts = self.look_up(run_start, finished, nexus, selected.settings)
+            built = build_dataset(run_start, finished, nexus, data_file, selected.settings, facts)
+            for name, why in built.unfilled.items():
+                logger.debug("job %s: %s: its template %s; its built-in rule applies", finished.job_id, name, why)
+            if self.config.options.dry_run:
+                for line in field_report(data_file.path, selected, built):
+                    self.show_field(line)
+            dataset = built.dataset
             status, pid = self.publisher.publish(dataset, data_file, known_pid)
         except DatasetWithoutFiles as e:
             return Outcome("failed", str(e), pid=e.pid, durations=durations)
@@ -3753,6 +4193,21 @@ def check_config(config: Config) -> int:
     return 1 if failures else 0
 
 
+def show_fields(config: Config, paths: list[str]) -> int:
+    """--check-config --ingest-file FILE: each file's dataset, field by field with where each
+    value came from, as a dry run that asks SciCat what it has (unless --dry-run) and writes nothing."""
+    catalogue = None
+    if not config.options.dry_run:
+        client = SciCatClient(dataclasses.replace(config.scicat, max_retries=0))
+        try:
+            client.login()
+            catalogue = AskingDryRunCatalogue(client)
+        except SciCatError as e:
+            print(f"SciCat not asked ({e}): proposals, instruments and samples count as not found")
+    config.options.dry_run = True
+    return Ingestor(config, catalogue, print_fields=True).ingest_files(paths)
+
+
 def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="scicat_ingestor.py",
@@ -3786,7 +4241,9 @@ def parse_arguments(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         "backfill files written while the ingestor was down), and exit: 0 when none failed")
     parser.add_argument("--check-config", action="store_true",
                         help="check the configuration, Kafka and its topics, the SciCat login, the file roots, "
-                        "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing")
+                        "the spool and audit folders; print one line per check and exit 0 or 1. Ingests nothing. "
+                        "With --ingest-file FILE: also each field of FILE's dataset and where its value came from "
+                        "(SciCat asked, nothing written)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
 
@@ -3923,7 +4380,8 @@ def run_command(args: argparse.Namespace) -> int:
     logger.info("scicat_ingestor %s starting with %s", __version__, args.config_file)
     logger.debug("configuration: %s", json.dumps(redacted(dataclasses.asdict(config))))
     if args.check_config:
-        return check_config(config)
+        status = check_config(config)
+        return max(status, show_fields(config, args.ingest_file)) if args.ingest_file else status
     ingestor = Ingestor(config)
     if config.health.port and args.replay is None:
         try:

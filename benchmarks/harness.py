@@ -353,7 +353,7 @@ def payloads_for(runs: list[Run], work: Path, overrides: Optional[dict] = None) 
     for run in runs:
         run_start, finished = si.decode_message(run.run_start), si.decode_message(run.finished)
         nexus, data_file = si.read_nexus_metadata(run.path), si.describe_file(run.path, config.files.checksum)
-        dataset = si.build_dataset(run_start, finished, nexus, data_file, config.dataset)
+        dataset = si.build_dataset(run_start, finished, nexus, data_file, config.dataset).dataset
         block = si.build_origdatablock("", dataset, data_file)
         del block["datasetId"]
         payloads.append(Payload(dataset, block))

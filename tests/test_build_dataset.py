@@ -17,7 +17,6 @@ DEFAULTS = si.DatasetDefaults(
     default_proposal_id="000000",
     owner="Default Owner",
     principal_investigator="Default PI",
-    creation_location="",
 )
 FILE = si.DataFile(path="/data/dream/dream_123456_00000042.hdf", size=2048, mtime=1_700_000_000.25,
                    uid="writer", gid="ess", perm="-rw-r--r--")
@@ -37,7 +36,7 @@ def finished(**fields) -> si.FinishedWriting:
 
 
 def build(rs=None, fw=None, nx=None, defaults=DEFAULTS, data_file=FILE, facts=None) -> dict:
-    return si.build_dataset(rs, fw or finished(), nx or nexus(), data_file, defaults, facts)
+    return si.build_dataset(rs, fw or finished(), nx or nexus(), data_file, defaults, facts).dataset
 
 
 # -- datasetName, description ----------------------------------------------------
@@ -116,7 +115,8 @@ def test_people_without_metadata_or_users_are_the_defaults():
 
 
 def test_owner_and_pi_fall_back_to_the_owner_group():
-    bare = si.DatasetDefaults(ownable=si.Ownable("ess"), contact_email="dm@example.org", creation_location="/X")
+    bare = si.DatasetDefaults(ownable=si.Ownable("ess"), contact_email="dm@example.org",
+                              fields={"creationLocation": "/X"})
     dataset = build(defaults=bare)
     assert dataset["owner"] == "ess" and dataset["principalInvestigator"] == "ess"
 
@@ -182,12 +182,12 @@ def test_creation_location_falls_back_to_the_instrument_name_in_order():
 
 
 def test_configured_creation_location_beats_the_instrument():
-    defaults = si.dataclasses.replace(DEFAULTS, creation_location="/ESS/DREAM")
+    defaults = si.dataclasses.replace(DEFAULTS, fields={"creationLocation": "/ESS/DREAM"})
     assert build(nx=nexus(instrument_name="ODIN"), defaults=defaults)["creationLocation"] == "/ESS/DREAM"
 
 
 def test_creation_location_template_names_the_instrument_of_the_file_or_run_start():
-    defaults = si.dataclasses.replace(DEFAULTS, creation_location="/ESS/{instrument}")
+    defaults = si.dataclasses.replace(DEFAULTS, fields={"creationLocation": "/ESS/{instrument}"})
     assert build(nx=nexus(instrument_name="ODIN"), defaults=defaults)["creationLocation"] == "/ESS/ODIN"
     assert build(run_start(instrument_name="BIFROST"), nx=nexus(instrument_name="ODIN"),
                  defaults=defaults)["creationLocation"] == "/ESS/BIFROST"

@@ -249,19 +249,19 @@ def test_an_instruments_settings_override_the_dataset_section_and_keep_the_rest(
     raw["instruments"] = {"YMIR": {"creation_location": "/ESS/YMIR", "ownable": {"accessGroups": ["ymir"]},
                                    "scientific_metadata": [{"path": "/entry/title", "key": "run_title"}]}}
     config = si.parse_config(raw)
-    ymir = si.dataset_settings(config, "ymir")  # names are compared without case
-    assert ymir.creation_location == "/ESS/YMIR"
+    ymir = si.dataset_settings(config, "ymir").settings  # names are compared without case
+    assert ymir.fields == {"creationLocation": "/ESS/YMIR"}  # the older key means fields.creationLocation
     assert (ymir.ownable.ownerGroup, ymir.ownable.accessGroups) == ("ess", ["ymir"])  # merged key by key
     assert ymir.contact_email == "dm@example.org"  # not given: the dataset section's
     assert ymir.scientific_metadata == [si.NexusValueRule("/entry/title", "run_title")]
-    other = si.dataset_settings(config, "DREAM")
+    other = si.dataset_settings(config, "DREAM").settings
     assert other is config.dataset and other.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
 
 
 def test_the_sample_configurations_instrument_example_is_valid():
     raw = json.loads((ROOT / "config.sample.json").read_text())
     config = si.parse_config(raw | {"options": {**raw["options"], "dry_run": True}})
-    assert si.dataset_settings(config, "YMIR").creation_location == "/ESS/YMIR"
+    assert si.dataset_settings(config, "YMIR").settings.fields["creationLocation"] == "/ESS/YMIR"
     assert config.dataset.scientific_metadata == si.ESS_SCIENTIFIC_METADATA
 
 

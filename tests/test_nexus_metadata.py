@@ -249,9 +249,10 @@ AWKWARD_RULES = [
 def test_configured_extraction_gives_exactly_this_scientific_metadata(awkward_file):
     nexus = si.NexusMetadata(science=si.read_scientific_metadata(str(awkward_file), AWKWARD_RULES, 12))
     data_file = si.DataFile(path=str(awkward_file), size=1, mtime=0, uid="u", gid="g", perm="-rw-r--r--")
-    defaults = si.DatasetDefaults(ownable=si.Ownable("ess"), contact_email="dm@example.org", creation_location="/X")
+    defaults = si.DatasetDefaults(ownable=si.Ownable("ess"), contact_email="dm@example.org",
+                                  fields={"creationLocation": "/X"})
     science = si.build_dataset(None, si.FinishedWriting(job_id="job-9", file_name=str(awkward_file)), nexus,
-                               data_file, defaults)["scientificMetadata"]
+                               data_file, defaults).dataset["scientificMetadata"]
     assert science == {
         "title": {"value": "Lego test", "unit": ""},
         "sample_name": {"value": "Søren's sam…", "unit": ""},  # cut to 12 characters
