@@ -112,6 +112,8 @@ class SciCatConfig:
     lookup_cache_s: float = 600.0
     max_retries: int = 5  # for connection errors, timeouts, 5xx and 429
     retry_backoff_s: float = 1.0
+    # Where datasets and origdatablocks are made: "v3", "v4", or "auto" (v4 where the backend serves it).
+    api: str = "auto"
 
 
 @dataclass
@@ -276,6 +278,7 @@ LEGACY_KEYS = {
 }
 CHECKSUM_ALGORITHMS = ("none", "md5", "sha256", "blake2b")
 OFFSET_RESETS = ("earliest", "latest", "error")
+SCICAT_APIS = ("auto", "v3", "v4")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 GRAYLOG_PROTOCOLS = ("udp", "tcp")
 # A picture smaller has no room for its plot; larger ones SciCat shows shrunk anyway.
@@ -486,6 +489,11 @@ def _check_values(config: Config) -> None:
         raise ConfigError("scicat.timeout_s must be > 0 and scicat.max_retries >= 0")
     if scicat.lookup_cache_s < 0:
         raise ConfigError("scicat.lookup_cache_s: must be >= 0")
+    if scicat.api not in SCICAT_APIS:
+        raise ConfigError(f"scicat.api: expected one of {', '.join(SCICAT_APIS)}, got {scicat.api!r}")
+    if scicat.api == "v4" and not v4_base(scicat.host):
+        raise ConfigError(f"scicat.api: v4 needs scicat.host to end in /v3 (the v4 base is made from it), "
+                          f"got {scicat.host!r}")
     if config.files.checksum not in CHECKSUM_ALGORITHMS:
         raise ConfigError(f"files.checksum: expected one of {', '.join(CHECKSUM_ALGORITHMS)}")
     if config.files.read_timeout_s <= 0:
@@ -2898,6 +2906,18 @@ class SciCatClient:
         self._token = config.token
         self._token_renew_at = float("inf") if config.token else 0.0
         self.lookups = LookupCache(config.lookup_cache_s)
+        self._api: Optional[DatasetApi] = None  # chosen once: at start, else with the first file
+
+    def connect(self) -> None:
+        """Log in, and choose the API for datasets (scicat.api)."""
+        self.login()
+        self.dataset_api()
+
+    def dataset_api(self) -> DatasetApi:
+        if self._api is None:
+            self._api = choose_api(self.config, lambda base: self.request(
+                "GET", "/datasets", params=V4_PROBE_QUERY, base=base).status_code)
+        return self._api
 
     # -- authentication --------------------------------------------------------
 
@@ -2963,9 +2983,10 @@ class SciCatClient:
         return outcome[0]
 
     def _send(self, method: str, path: str, body: Any = None, params: Any = None, authenticated: bool = True,
-              also_transient: tuple[int, ...] = ()):
-        """One request, with retries for what is worth waiting out. A POST that may have been
-        carried out is not repeated here: AmbiguousWrite, for the caller to check first."""
+              also_transient: tuple[int, ...] = (), base: str = ""):
+        """One request to base (scicat.host unless given) + path, with retries for what is worth
+        waiting out. A POST that may have been carried out is not repeated here: AmbiguousWrite,
+        for the caller to check first."""
         import requests
 
         repeatable = method == "GET" or path == "/auth/login"
@@ -2974,7 +2995,7 @@ class SciCatClient:
             headers = {"Authorization": f"Bearer {self._token}"} if authenticated and self._token else {}
             try:
                 started = time.monotonic()
-                response = self._exchange(method, self.config.host + path, body, params, headers)
+                response = self._exchange(method, (base or self.config.host) + path, body, params, headers)
                 self.latency.observe(time.monotonic() - started)
                 status = response.status_code
                 problem = f"HTTP {status}" if status in TRANSIENT_STATUS + also_transient else ""
@@ -3001,20 +3022,21 @@ class SciCatClient:
                 self.repeats.log(logging.WARNING, problem.partition(":")[0], *said)
             self.wait(delay)
 
-    def request(self, method: str, path: str, body: Any = None, params: Any = None):
+    def request(self, method: str, path: str, body: Any = None, params: Any = None, base: str = ""):
         """An authenticated request; logs in again once if the token was refused."""
         if self._can_log_in() and time.monotonic() >= self._token_renew_at:
             self.login()
-        response = self._send(method, path, body, params)
+        response = self._send(method, path, body, params, base=base)
         if response.status_code == 401 and self._can_log_in():
             logger.info("SciCat refused the token (expired?); logging in again")
             self.login()
-            response = self._send(method, path, body, params)
+            response = self._send(method, path, body, params, base=base)
         return response
 
     def _json(self, method: str, path: str, what: str, body: Any = None, params: Any = None) -> Any:
-        """The JSON answer of a request that must succeed; None for a 404 or an empty answer."""
-        return self._answer(method, self.request(method, path, body, params), what)
+        """The JSON answer of a request on datasets or origdatablocks, to the chosen API, that must
+        succeed; None for a 404 or an empty answer."""
+        return self._answer(method, self.request(method, path, body, params, base=self.dataset_api().base), what)
 
     @staticmethod
     def _answer(method: str, response: Any, what: str) -> Any:
@@ -3043,10 +3065,11 @@ class SciCatClient:
         return answer
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
-        return self._created("/Datasets", dataset, "the dataset", "pid")
+        api = self.dataset_api()
+        return self._created(api.datasets, api.dataset_payload(dataset), "the dataset", "pid")
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
-        return self._created("/OrigDatablocks", block, "the origdatablock", "_id")
+        return self._created(self.dataset_api().origdatablocks, block, "the origdatablock", "_id")
 
     def post_attachment(self, call: AttachmentCall) -> dict[str, Any]:
         return self._created(call.path, call.body, "the thumbnail", "_id")
@@ -3068,21 +3091,22 @@ class SciCatClient:
 
     def get_dataset(self, pid: str) -> Optional[dict[str, Any]]:
         return self._dataset_answer(
-            self._json("GET", "/Datasets/" + urllib.parse.quote(pid, safe=""), "reading a dataset"),
+            self._json("GET", self.dataset_api().dataset_path(pid), "reading a dataset"),
             f"reading dataset {pid}")
 
     def find_dataset_by_job(self, job_id: str) -> Optional[dict[str, Any]]:
         # "limits": SciCat ignores a top-level "limit" (recorded from scicat-backend-next 4.27).
         where = {"where": {"scientificMetadata.job_id.value": job_id}, "limits": {"limit": 1}}
-        found = self._json("GET", "/Datasets", "the search by job id", params={"filter": json.dumps(where)})
+        found = self._json("GET", self.dataset_api().datasets, "the search by job id",
+                           params={"filter": json.dumps(where)})
         return self._dataset_answer(found, f"the search for job {job_id}")
 
     def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:
         """The dataset's origdatablock listing a file of this name, if there is one. By name, not
         path: a dataset made by another ingestor under the same pid (scicat-ingestor's, say) may
         list the file by an absolute path, or relative to another folder."""
-        path = f"/Datasets/{urllib.parse.quote(pid, safe='')}/origdatablocks"
-        blocks = self._json("GET", path, "reading origdatablocks") or []
+        path, query = self.dataset_api().blocks_of(pid)
+        blocks = self._json("GET", path, "reading origdatablocks", params=query) or []
         if not isinstance(blocks, list):
             raise SciCatError(f"SciCat answered the origdatablocks of {pid} with no list", None,
                               json.dumps(blocks)[:200])
@@ -3152,15 +3176,20 @@ class DryRunCatalogue:
     retries = 0
     asks = False  # whether Ingestor.look_up asks it for proposals, instruments and samples
 
-    def __init__(self) -> None:
+    def __init__(self, config: SciCatConfig) -> None:
         self.latency = LatencyHistogram()
+        # Not even which API SciCat serves is asked: auto shows what v3 would be sent.
+        self.api = DatasetApi.of("v4" if config.api == "v4" else "v3", config.host,
+                                 f"dry run, scicat.api {config.api}")
 
-    def login(self) -> None:
+    def connect(self) -> None:
         logger.info("dry run: nothing will be written to SciCat, nor asked: proposals, instruments and samples "
-                    "count as not found")
+                    "count as not found; datasets are shown as its %s API would take them (%s)", self.api.version,
+                    self.api.why)
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
-        logger.info("dry run: would create dataset %s", json.dumps(dataset, sort_keys=True))
+        payload = self.api.dataset_payload(dataset)
+        logger.info("dry run: would create dataset %s", json.dumps(payload, sort_keys=True))
         return {**dataset, "pid": dataset.get("pid") or f"dry-run/{dataset['scientificMetadata']['job_id']['value']}"}
 
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
@@ -3193,13 +3222,15 @@ class AskingDryRunCatalogue(DryRunCatalogue):
     asks = True
 
     def __init__(self, client: SciCatClient) -> None:
-        super().__init__()
+        super().__init__(client.config)
         self.client = client
         self.latency = client.latency
 
-    def login(self) -> None:
+    def connect(self) -> None:
+        self.api = self.client.dataset_api()  # asked, as a real run would (scicat.api auto)
         logger.info("dry run: nothing will be written to SciCat; it is asked for proposals, instruments, "
-                    "samples and whether each dataset, and its picture, is there already")
+                    "samples and whether each dataset, and its picture, is there already; datasets are shown "
+                    "as its %s API would take them", self.api.version)
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
@@ -3230,6 +3261,102 @@ class AskingDryRunCatalogue(DryRunCatalogue):
 
     def sample_exists(self, sample_id: str) -> bool:
         return self.client.sample_exists(sample_id)
+
+
+# =============================================================================
+# 5a. The v3/v4 translation
+# =============================================================================
+
+# SciCat serves datasets and origdatablocks under /api/v3 and, since 4.x, /api/v4 beside it
+# (login, proposals, instruments and samples stay on the v3 paths). The dataset is built
+# in v3's names (section 4); for v4 a few of them become lists under other names, as v4
+# refuses the v3 names (400, "should not exist"). Every other field is passed on as it is.
+
+# v3 name -> the v4 list that holds it.
+V4_LISTS = {
+    "principalInvestigator": "principalInvestigators",
+    "proposalId": "proposalIds",
+    "sampleId": "sampleIds",
+    "instrumentId": "instrumentIds",
+}
+
+
+def v4_base(host: str) -> str:
+    """The v4 API base made from scicat.host (…/api/v3 -> …/api/v4); "" when host names no v3."""
+    head, slash, version = host.rstrip("/").rpartition("/")
+    return f"{head}/v4" if slash and version.lower() == "v3" else ""
+
+
+def in_v4_names(dataset: dict[str, Any]) -> dict[str, Any]:
+    """A dataset built in v3's names as v4 takes it; a value given as a list stays that list."""
+    translated = {}
+    for name, value in dataset.items():
+        if name in V4_LISTS:
+            if value is not None:
+                translated[V4_LISTS[name]] = value if isinstance(value, list) else [value]
+        else:
+            translated[name] = value
+    return translated
+
+
+@dataclass(frozen=True)
+class DatasetApi:
+    """Where one API version keeps datasets and origdatablocks, and in which names."""
+
+    version: str  # "v3" or "v4"
+    base: str  # the API base, e.g. https://scicat.example.org/api/v4
+    datasets: str  # the collection's path under base
+    origdatablocks: str
+    why: str = field(default="", compare=False)  # how it was chosen, for the log and --check-config
+
+    @staticmethod
+    def of(version: str, host: str, why: str) -> "DatasetApi":
+        if version == "v4":
+            return DatasetApi("v4", v4_base(host), "/datasets", "/origdatablocks", why)
+        return DatasetApi("v3", host, "/Datasets", "/OrigDatablocks", why)
+
+    def dataset_payload(self, dataset: dict[str, Any]) -> dict[str, Any]:
+        return in_v4_names(dataset) if self.version == "v4" else dataset
+
+    def dataset_path(self, pid: str) -> str:
+        return f"{self.datasets}/{urllib.parse.quote(pid, safe='')}"
+
+    def blocks_of(self, pid: str) -> tuple[str, Optional[dict[str, str]]]:
+        """(path, query) of the dataset's origdatablocks: v4 has no route under the dataset but a
+        filter (as recorded: where datasetId; a dataset here has one block, whatever the default limit)."""
+        if self.version == "v4":
+            return self.origdatablocks, {"filter": json.dumps({"where": {"datasetId": pid}})}
+        return self.dataset_path(pid) + "/origdatablocks", None
+
+
+def v4_served(status: int) -> Optional[bool]:
+    """What the status of GET <v4 base>/datasets says: 404, no v4 here (a v3-only backend); any
+    other answer below 500 (200; 401 or 403, v4 reads need a token) comes from a route that is
+    there, so v4 datasets are served; a 5xx says nothing."""
+    return None if status >= 500 else status != 404
+
+
+# Asked of GET <v4 base>/datasets: as little as SciCat can answer.
+V4_PROBE_QUERY = {"filter": json.dumps({"fields": ["pid"], "limits": {"limit": 1}})}
+
+
+def choose_api(config: SciCatConfig, status_of_v4_datasets: typing.Callable[[str], int]) -> DatasetApi:
+    """The API scicat.api names; for "auto", v4 if the backend serves v4 datasets, else v3.
+    status_of_v4_datasets(v4 base) is the status of GET <v4 base>/datasets?V4_PROBE_QUERY
+    (a SciCatError, or a status that says nothing, leaves it undecided)."""
+    if config.api != "auto":
+        api = DatasetApi.of(config.api, config.host, f"scicat.api is {config.api}")
+    elif not (base := v4_base(config.host)):
+        api = DatasetApi.of("v3", config.host, "scicat.api auto, and scicat.host names no v3 to make a v4 base of")
+    else:
+        status = status_of_v4_datasets(base)
+        served = v4_served(status)
+        if served is None:
+            raise SciCatError("asking whether SciCat serves v4 datasets (scicat.api auto)", status, "")
+        api = DatasetApi.of("v4" if served else "v3", config.host,
+                            f"scicat.api auto: GET {base}/datasets answered HTTP {status}")
+    logger.info("datasets and origdatablocks through SciCat's %s API at %s (%s)", api.version, api.base, api.why)
+    return api
 
 
 # =============================================================================
@@ -3717,7 +3844,7 @@ class Ingestor:
         # A dry run logs each dataset's field report; --check-config --ingest-file prints it.
         self.show_field = tell if print_fields else logger.info
         self.catalogue: Union[SciCatClient, DryRunCatalogue] = (
-            (catalogue or DryRunCatalogue()) if config.options.dry_run
+            (catalogue or DryRunCatalogue(config.scicat)) if config.options.dry_run
             else SciCatClient(config.scicat, wait=self.wait, stay_in_group=self.pass_time)
         )
         self.publisher = Publisher(self.catalogue, config.scicat, config.options.check_by_job_id, self.wait)
@@ -4158,7 +4285,7 @@ class Ingestor:
 
         kafka = self.config.kafka
         try:
-            self.catalogue.login()  # a wrong password should stop us at start, not at the first file
+            self.catalogue.connect()  # a wrong password should stop us at start, not at the first file
         except SciCatError as e:
             if e.status not in (None, *TRANSIENT_STATUS):
                 raise
@@ -4220,7 +4347,7 @@ class Ingestor:
         logger.info("ingesting %d files given on the command line", len(files))
         failed = 0
         try:
-            self.catalogue.login()
+            self.catalogue.connect()
             for path in files:
                 finished = FinishedWriting(job_id=offline_job_id(path, self.config.files), file_name=path)
                 outcome = self.ingest(finished, None)
@@ -4245,7 +4372,7 @@ class Ingestor:
             tell(nothing)
             return 0
         # Before the records are taken: a login that fails or is stopped must leave them in the spool.
-        self.catalogue.login()
+        self.catalogue.connect()
         try:
             # A dry run leaves the spool as it is: its records were not really ingested.
             records = Spool.read_all(path) if self.config.options.dry_run else Spool.take_all(path)
@@ -4549,9 +4676,12 @@ def check_config(config: Config) -> int:
         client = SciCatClient(dataclasses.replace(config.scicat, max_retries=0))
         try:
             client.login()
-            response = client.request("GET", "/Datasets", params={"filter": json.dumps({"limits": {"limit": 1}})})
+            api = client.dataset_api()
+            response = client.request("GET", api.datasets, params={"filter": json.dumps({"limits": {"limit": 1}})},
+                                      base=api.base)
             problem = "" if response.status_code == 200 else f"reading datasets answered HTTP {response.status_code}"
-            report("scicat", problem, f"logged in at {config.scicat.host}")
+            report("scicat", problem, f"logged in at {config.scicat.host}; datasets through {api.version} "
+                                      f"at {api.base} ({api.why})")
         except SciCatError as e:
             report("scicat", str(e))
     for root in config.files.allowed_roots:

@@ -69,9 +69,23 @@ def data_dir(tmp_path):
 # -- SciCat --------------------------------------------------------------------
 
 
+# scicat.api of the ingestor -> the versions the stand-in serves datasets on, in tests parametrized
+# by `api`: v3 on a backend serving both (the ingestor must not drift to v4), v4 on one that has
+# switched v3 off (a v3 route used anywhere fails the test).
+STANDIN_APIS = {"v3": ("v3", "v4"), "v4": ("v4",)}
+
+
+@pytest.fixture(params=sorted(STANDIN_APIS))
+def api(request):
+    """The SciCat API version a test runs in: asked for by a test, or parametrized directly."""
+    return request.param
+
+
 @pytest.fixture
-def scicat():
-    with SciCatStandIn() as standin:
+def scicat(request):
+    """The stand-in, serving v3 and v4 as the real backend does; in a test that names `api`, as that mode needs."""
+    apis = STANDIN_APIS[request.getfixturevalue("api")] if "api" in request.fixturenames else ("v3", "v4")
+    with SciCatStandIn(apis=apis) as standin:
         yield standin
     assert not standin.internal_errors, standin.internal_errors
     assert not standin.sdk_disagreements, standin.sdk_disagreements

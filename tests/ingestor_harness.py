@@ -53,8 +53,10 @@ def one_dataset_each(scicat, runs):
     return True
 
 
-def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str, **overrides: Any) -> dict:
-    """A configuration for one test; ``overrides`` maps "section.key" to a value."""
+def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str, api: str = "",
+                    **overrides: Any) -> dict:
+    """A configuration for one test; ``overrides`` maps "section.key" to a value; ``api`` is
+    scicat.api (left out, the default: auto)."""
     config: dict[str, Any] = {
         "kafka": {
             "bootstrap_servers": bootstrap,
@@ -76,6 +78,8 @@ def ingestor_config(tmp_path: Path, bootstrap: str, topic: str, scicat_url: str,
         "audit": {"file": str(tmp_path / "audit.jsonl")},
         "options": {"stats_interval_s": 2, "run_start_state_file": str(tmp_path / "run_starts.jsonl")},
     }
+    if api:
+        config["scicat"]["api"] = api
     for dotted, value in overrides.items():
         section, key = dotted.split(".", 1)
         config.setdefault(section, {})[key] = value

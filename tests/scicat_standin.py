@@ -39,7 +39,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 API_PREFIX = "/api/v3"
-API_V4_PREFIX = "/api/v4"
+V4_PREFIX = "/api/v4"
 
 # -- validation rules ------------------------------------------------------------
 
@@ -158,6 +158,16 @@ RAW_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
 DERIVED_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
     **_COMMON_DATASET_FIELDS, "investigator": (STRING, True), "inputDatasets": (STRINGS, True),
     "usedSoftware": (STRINGS, True), "jobParameters": (OBJECT, False), "jobLogData": (STRING, False),
+}
+# v3 name -> the v4 list holding it: stored with both, answered in the names of the route's version.
+V4_LISTS = {"principalInvestigator": "principalInvestigators", "proposalId": "proposalIds",
+            "sampleId": "sampleIds", "instrumentId": "instrumentIds"}
+# POST /api/v4/datasets: CreateDatasetDto. The raw fields in their v4 names, datasetName required,
+# creationLocation optional; owner is not checked here, but its absence is a 500 (recorded).
+V4_DATASET_FIELDS: dict[str, tuple[Rule, bool]] = {
+    **{k: v for k, v in RAW_DATASET_FIELDS.items() if k not in V4_LISTS and k != "investigator"},
+    "owner": (STRING, False), "creationLocation": (STRING, False), "datasetName": (STRING, True),
+    **{name: (STRINGS, False) for name in V4_LISTS.values()},
 }
 # Fields the database requires non-empty: "" passes the DTO and fails in Mongoose (500).
 MONGOOSE_REQUIRED = ("owner", "sourceFolder", "datasetName", "pid")
@@ -439,7 +449,9 @@ def sdk_models() -> dict[str, Any]:
                 from scicat_sdk_py.models.create_dataset_orig_datablock_dto import CreateDatasetOrigDatablockDto
                 from scicat_sdk_py.models.create_orig_datablock_dto import CreateOrigDatablockDto
                 from scicat_sdk_py.models.create_raw_dataset_obsolete_dto import CreateRawDatasetObsoleteDto
-                _sdk_cache = {"dataset": CreateRawDatasetObsoleteDto, "origdatablock": CreateOrigDatablockDto,
+                from scicat_sdk_py.models.create_dataset_dto import CreateDatasetDto
+                _sdk_cache = {"dataset": CreateRawDatasetObsoleteDto, "dataset_v4": CreateDatasetDto,
+                              "origdatablock": CreateOrigDatablockDto,
                               "dataset_origdatablock": CreateDatasetOrigDatablockDto}
             except ImportError:
                 _sdk_cache = {}
@@ -603,7 +615,7 @@ class _Fault:
         if self.path_prefix is None:
             return True
         prefix = self.path_prefix.lower()
-        relative = path[len(API_PREFIX):] if path.lower().startswith(API_PREFIX) else path
+        relative = path[len(API_PREFIX):] if path.lower().startswith((API_PREFIX, V4_PREFIX)) else path
         return path.lower().startswith(prefix) or relative.lower().startswith(prefix)
 
 
@@ -617,7 +629,10 @@ class SciCatStandIn:
                  privileged_users: set[str] | None = None, pid_users: set[str] | None = None,
                  admin_users: set[str] | None = None,
                  token_lifetime_s: float = 3600, static_tokens: set[str] | dict[str, str] | None = None,
-                 pid_prefix: str = "20.500.12269", delay_s: float = 0.0):
+                 pid_prefix: str = "20.500.12269", delay_s: float = 0.0, apis: tuple[str, ...] = ("v3", "v4")):
+        """apis: the versions whose dataset and origdatablock routes are served (login, proposals,
+        instruments and samples are on the v3 paths always): without "v4" a v3-only backend, without
+        "v3" one that has switched v3 off."""
         self._users = dict(users if users is not None else {"ingestor": "secret"})
         self._user_groups = {k: list(v) for k, v in (user_groups or {}).items()}
         self._privileged = set(privileged_users if privileged_users is not None else {"ingestor"})
@@ -632,6 +647,7 @@ class SciCatStandIn:
                                else {t: first_user for t in static_tokens or ()})
         self.pid_prefix = pid_prefix
         self.delay_s = delay_s
+        self.apis = tuple(apis)
 
         self._lock = threading.RLock()
         self._tokens: dict[str, tuple[str, float]] = {}  # token -> (user, monotonic expiry)
@@ -746,7 +762,8 @@ class SciCatStandIn:
 
     def fail_next(self, status: int, count: int = 1, body: dict[str, Any] | None = None,
                   path_prefix: str | None = None) -> None:
-        """The next `count` requests (under path_prefix, full or relative to /api/v3) get `status`, doing nothing."""
+        """The next `count` requests (under path_prefix, full or relative to /api/v3 or /api/v4, case ignored)
+        get `status`, doing nothing."""
         if count > 0:
             with self._lock:
                 self._faults.append(_Fault(status, count, body, path_prefix))
@@ -757,7 +774,8 @@ class SciCatStandIn:
             self._down = down
 
     def reject_dataset_if(self, predicate: Callable[[dict[str, Any]], bool] | None) -> None:
-        """POST /Datasets answers 400 for a valid body where predicate(body) is true; None clears."""
+        """A dataset POST answers 400 for a valid body where predicate(the dataset as it would be
+        stored: v3 names and v4 lists, whichever version made it) is true; None clears."""
         with self._lock:
             self._reject = predicate
 
@@ -839,20 +857,44 @@ class SciCatStandIn:
             *self._attachment_routes(),
         ]
 
+    def _v4_routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
+        """Under /api/v4: datasets and origdatablocks only, every route but the public one needing a token."""
+        missing = _error(404, "dataset: null not found")
+        return [
+            ("POST", ("datasets",), self._create_v4_dataset, "writer"),
+            ("POST", ("datasets", "isvalid"), self._v4_dataset_is_valid, "writer"),
+            ("GET", ("datasets",), lambda req: self._find(req, self._datasets_readable(req.user), self._v4_view),
+             "writer"),
+            ("GET", ("datasets", "count"), lambda req: self._count(req, self._datasets_readable(req.user)), "writer"),
+            ("GET", ("datasets", "findone"),
+             lambda req: self._find(req, self._datasets_readable(req.user), self._v4_view, one=True), "writer"),
+            ("GET", ("datasets", "public", None), self._get_public_v4_dataset, "anyone"),
+            ("GET", ("datasets", None), lambda req: self._get_dataset(req, self._v4_view, missing), "writer"),
+            ("DELETE", ("datasets", None), lambda req: self._delete_dataset(req, missing), "writer"),
+            ("POST", ("origdatablocks",), self._create_block, "writer"),
+            ("GET", ("origdatablocks",), lambda req: self._find(req, self._blocks, self._v4_block_view), "writer"),
+            ("DELETE", ("origdatablocks", None), self._delete_block, "writer"),
+        ]
+
+    def _served_routes(self, prefix: str) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
+        if prefix == V4_PREFIX:
+            return self._v4_routes() + self._v4_attachment_routes() if "v4" in self.apis else []
+        routes = self._routes()
+        if "v3" not in self.apis:  # v3 switched off: its datasets and origdatablocks are gone
+            routes = [r for r in routes if r[1][0] not in ("datasets", "origdatablocks")]
+        return routes
+
     def _route(self, req: Request) -> Answer:
         path = req.path.rstrip("/") or "/"
-        routes = self._routes()
+        prefix = next((p for p in (API_PREFIX, V4_PREFIX) if path.lower().startswith(p + "/")), "")
         if path.lower() == "/health":
-            rel = ["health"]
-        elif path.lower().startswith(API_PREFIX + "/"):
+            rel, prefix = ["health"], API_PREFIX
+        elif prefix:
             # Split before decoding: a pid's "/" comes as %2F and stays inside one segment.
-            rel = [urllib.parse.unquote(s) for s in path[len(API_PREFIX) + 1:].split("/")]
-        elif path.lower().startswith(API_V4_PREFIX + "/"):
-            rel, routes = [urllib.parse.unquote(s) for s in path[len(API_V4_PREFIX) + 1:].split("/")], \
-                self._v4_attachment_routes()
+            rel = [urllib.parse.unquote(s) for s in path[len(prefix) + 1:].split("/")]
         else:
             rel = None
-        for method, pattern, handler, who in routes if rel else ():
+        for method, pattern, handler, who in self._served_routes(prefix) if rel else ():
             if method != req.method or len(pattern) != len(rel):
                 continue
             if all(p is None or p == seg.lower() for p, seg in zip(pattern, rel)):  # routes ignore case
@@ -955,20 +997,34 @@ class SciCatStandIn:
         problems = self._dataset_problems(body)
         if problems:
             return Answer(400, {"status": 400, "message": json.dumps(problems)})
+        return self._store_dataset(req, body, "3")
+
+    def _create_v4_dataset(self, req: Request) -> Answer:
+        body = _object_body(req)
+        problems = validate(body, V4_DATASET_FIELDS)
+        if problems:
+            return _nest_refusal(problems)
+        if body.get("owner") is None:  # past the DTO, the database's required field: an unmapped 500
+            return Answer(500, {"message": "Something went wrong. Please try again later.", "statusCode": 500})
+        answer = self._store_dataset(req, body, "4")
+        return Answer(answer.status, self._v4_view(answer.body, with_ids=True)) if answer.status == 201 else answer
+
+    def _store_dataset(self, req: Request, body: dict[str, Any], version: str) -> Answer:
+        """A valid dataset body (in the names of its version) checked further, then stored."""
         if not self._may_create_dataset(req.user, body):
             return _error(403, "Unauthorized to create this dataset")
+        doc = self._new_dataset(body, req.user, version)
         with self._lock:
             reject = self._reject
-        if reject is not None and reject(copy.deepcopy(body)):  # called unlocked: it is the test's code
+        if reject is not None and reject(copy.deepcopy(doc)):  # called unlocked: it is the test's code
             return Answer(400, {"status": 400, "message": "refused by the test (SciCatStandIn.reject_dataset_if)"})
-        doc = self._new_dataset(body, req.user)
         # The SDK's model requires datasetName (the doc: server-filled), and its relationships
         # follow a newer schema than the backend's {pid, relationship}: checked without them.
         if body["type"] == "raw":
             sdk_view = {k: v for k, v in body.items() if k != "relationships"} | {
                 "datasetName": doc["datasetName"],  # and times as stored: the SDK parses fewer ISO forms
                 **{k: _stored_time(body[k]) for k in ("creationTime", "startTime", "endTime") if k in body}}
-            refusal = self._sdk_second_opinion("dataset", sdk_view)
+            refusal = self._sdk_second_opinion("dataset" if version == "3" else "dataset_v4", sdk_view)
             if refusal:
                 return refusal
         empty = [name for name in MONGOOSE_REQUIRED if doc.get(name) == ""]
@@ -990,8 +1046,14 @@ class SciCatStandIn:
         body = coerced(_object_body(req))
         return Answer(200, {"valid": not self._dataset_problems(body)})
 
-    def _new_dataset(self, body: dict[str, Any], user: str) -> dict[str, Any]:
-        """The dataset as the backend stores and echoes it: v3 names and the v4 lists."""
+    def _v4_dataset_is_valid(self, req: Request) -> Answer:
+        """v4's isValid: unknown fields count as valid (recorded), missing or mistyped ones do not."""
+        problems = validate(_object_body(req), V4_DATASET_FIELDS)
+        return Answer(200, {"valid": all("whitelistValidation" in p["constraints"] for p in problems)})
+
+    def _new_dataset(self, body: dict[str, Any], user: str, version: str = "3") -> dict[str, Any]:
+        """The dataset as the backend stores it: v3 names and the v4 lists. The v3 echo shows both;
+        one made through v4 has the v3 names of its lists' first items (none of an empty list)."""
         now = _now()
         pid = body["pid"] if "pid" in body else f"{self.pid_prefix}/{uuid.uuid4()}"
         # datasetName missing: the last two parts of sourceFolder, as the backend fills it.
@@ -1010,16 +1072,21 @@ class SciCatStandIn:
         derived = body["type"] == "derived"
         if derived:
             doc["principalInvestigator"] = investigator  # v3 answers name a derived dataset's investigator so
-        doc.update(pid=pid, datasetName=name, version="3", createdBy=user, updatedBy=user, createdAt=now,
+        doc.update(pid=pid, datasetName=name, version=version, createdBy=user, updatedBy=user, createdAt=now,
                    updatedAt=now, _id=pid, __v=0, creationTime=_stored_time(doc["creationTime"]),
                    datasetlifecycle={**lifecycle, **doc.get("datasetlifecycle", {})},
                    scientificMetadata=with_si_units(doc["scientificMetadata"]),
-                   techniques=[{**t, "_id": _object_id()} for t in doc["techniques"]],
-                   principalInvestigators=[doc.get("principalInvestigator")],
-                   proposalIds=[doc.get("proposalId")],
-                   # A derived dataset has no sample or instrument of its own.
-                   sampleIds=[] if derived else [doc.get("sampleId")],
-                   instrumentIds=[] if derived else [doc.get("instrumentId")])
+                   techniques=[{**t, "_id": _object_id()} for t in doc["techniques"]])
+        if version == "4":
+            for single, listed in V4_LISTS.items():
+                doc[listed] = doc.get(listed) or []
+                if doc[listed]:
+                    doc[single] = doc[listed][0]
+        else:
+            doc.update(principalInvestigators=[doc.get("principalInvestigator")], proposalIds=[doc.get("proposalId")],
+                       # A derived dataset has no sample or instrument of its own.
+                       sampleIds=[] if derived else [doc.get("sampleId")],
+                       instrumentIds=[] if derived else [doc.get("instrumentId")])
         return doc
 
     @staticmethod
@@ -1031,17 +1098,41 @@ class SciCatStandIn:
         """A stored dataset as GET /Datasets/{pid} or findOne shows it: with its history too."""
         return {**self._listed_dataset(doc), "history": []}
 
+    @staticmethod
+    def _v4_view(doc: dict[str, Any], with_ids: bool = False) -> dict[str, Any]:
+        """A stored dataset in v4's names (the lists only); with an "id" (its techniques' too) as a
+        POST or DELETE answers it, without as a read shows it."""
+        view = {k: v for k, v in doc.items() if k not in V4_LISTS}
+        view["scientificMetadata"] = _v4_keys(doc["scientificMetadata"])
+        if with_ids:
+            view.update(id=doc["pid"], techniques=[{**t, "id": t["_id"]} for t in doc["techniques"]])
+        return view
+
+    @staticmethod
+    def _v4_block_view(block: dict[str, Any]) -> dict[str, Any]:
+        """An origdatablock as a v4 search lists it: no "id", on the block nor its files."""
+        return {**{k: v for k, v in block.items() if k != "id"},
+                "dataFileList": [{k: v for k, v in f.items() if k != "id"} for f in block["dataFileList"]]}
+
     def _datasets_readable(self, user: str | None) -> list[dict[str, Any]]:
         return self._readable(user, self._datasets)
 
-    def _get_dataset(self, req: Request) -> Answer:
+    def _get_dataset(self, req: Request, view: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                     missing: Answer | None = None) -> Answer:
         with self._lock:
             doc = copy.deepcopy(self._datasets.get(req.args[0]))
         if doc is None:
-            return _error(404, f"dataset: {req.args[0]} not found")
+            return missing or _error(404, f"dataset: {req.args[0]} not found")
         if not self._may_read(req.user, doc):
             return NOT_YOURS
-        return Answer(200, projected(self._dataset_view(doc), _filter_of(req).get("fields")))
+        return Answer(200, projected((view or self._dataset_view)(doc), _filter_of(req).get("fields")))
+
+    def _get_public_v4_dataset(self, req: Request) -> Answer:
+        with self._lock:
+            doc = copy.deepcopy(self._datasets.get(req.args[0]))
+        if doc is None or doc.get("isPublished") is not True:  # not recorded: taken as not there
+            return _error(404, "dataset: null not found")
+        return Answer(200, self._v4_view(doc))
 
     # -- origdatablocks ---------------------------------------------------------------
 
@@ -1159,17 +1250,14 @@ class SciCatStandIn:
         if user not in self._admins and user not in self._privileged:
             raise _Refused(FORBIDDEN)
 
-    def _delete_dataset(self, req: Request) -> Answer:
+    def _delete_dataset(self, req: Request, missing: Answer | None = None) -> Answer:
         self._may_delete(req.user)
         with self._lock:
             doc = self._datasets.pop(req.args[0], None)
         if doc is None:
-            return Answer(404, {"message": "Not Found", "statusCode": 404})
-        # Answered in v4's names (the lists only, and an "id"); its origdatablocks stay.
-        v4_view = {k: v for k, v in doc.items() if k not in ("principalInvestigator", "proposalId", "sampleId",
-                                                               "instrumentId")}
-        return Answer(200, {**v4_view, "id": doc["pid"], "techniques": [{**t, "id": t["_id"]} for t in doc["techniques"]],
-                            "scientificMetadata": _v4_keys(doc["scientificMetadata"])})
+            return missing or Answer(404, {"message": "Not Found", "statusCode": 404})
+        # Answered in v4's names (the lists only, and an "id"), by v3 too; its origdatablocks stay.
+        return Answer(200, self._v4_view(doc, with_ids=True))
 
     def _delete_block(self, req: Request) -> Answer:
         self._may_delete(req.user)

@@ -10,6 +10,7 @@ import pytest
 
 from ingestor_harness import SCRIPT, FileWriter, ingestor_config
 from kafka_broker import free_port
+from scicat_standin import SciCatStandIn
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +83,19 @@ def test_a_missing_root_is_named(tmp_path, good_config):
     status, lines, _ = check_config(tmp_path, good_config)
     assert status == 1
     assert failing(lines) == [f"FAIL files root {missing}: not a readable folder"]
+
+
+@pytest.mark.parametrize("served, api, says", [
+    (("v4",), "auto", "datasets through v4 at "), (("v3",), "auto", "datasets through v3 at "),
+    (("v3", "v4"), "v3", "datasets through v3 at "), (("v4",), "v4", "datasets through v4 at "),
+])
+def test_the_scicat_check_reports_the_api_datasets_go_through_and_reads_there(tmp_path, kafka_bootstrap,
+                                                                               kafka_topic, served, api, says):
+    (tmp_path / "data").mkdir()
+    with SciCatStandIn(apis=served) as standin:
+        config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, standin.url, api,
+                                 **{"files.allowed_roots": [str(tmp_path / "data")]})
+        status, lines, stderr = check_config(tmp_path, config)
+    assert status == 0, lines + [stderr]
+    [line] = [line for line in lines if line.startswith("ok   scicat:")]
+    assert says in line and ("scicat.api auto: GET" in line) == (api == "auto")

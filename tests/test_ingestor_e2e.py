@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -12,12 +13,13 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def setup(tmp_path, kafka_bootstrap, kafka_topic, scicat):
-    """A file writer, and a config for an ingestor, on this test's own topic."""
+def setup(tmp_path, kafka_bootstrap, kafka_topic, scicat, api):
+    """A file writer, and a config for an ingestor, on this test's own topic; each test using it
+    runs in both SciCat API versions (the `api` fixture)."""
     data = tmp_path / "data"
     data.mkdir()
     writer = FileWriter(kafka_bootstrap, kafka_topic, data)
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, api=api)
     return writer, config
 
 
@@ -215,13 +217,17 @@ def test_a_refused_dataset_is_spooled_with_scicats_answer_and_replay_ingests_it(
     assert replay.spooled() == []
 
 
-def test_dry_run_writes_nothing_and_logs_what_it_would_create(tmp_path, scicat, setup):
+def test_dry_run_writes_nothing_and_logs_what_it_would_create(tmp_path, scicat, setup, api):
     writer, config = setup
     with IngestorProcess(tmp_path, config, "--dry-run") as ingestor:
         run = writer.run()
         ingestor.wait_for_log(f"ingested job {run['job_id']}", timeout=60)
         assert "would create dataset" in ingestor.log() and "would create origdatablock" in ingestor.log()
-    assert scicat.datasets == {} and scicat.logins == 0
+    [shown] = [json.loads(line.split("would create dataset ", 1)[1]) for line in ingestor.log().splitlines()
+               if "would create dataset " in line]
+    # As the configured version would be sent it: v4's lists, or v3's single names.
+    assert ("principalInvestigators" in shown, "principalInvestigator" in shown) == (api == "v4", api == "v3")
+    assert scicat.datasets == {} and scicat.logins == 0 and scicat.requests_log == []
 
 
 def test_the_password_never_appears_in_log_audit_or_spool(tmp_path, scicat, setup):

@@ -575,7 +575,7 @@ needs_sdk = pytest.mark.skipif(not scicat_standin.sdk_models(), reason="scicat-s
 @needs_sdk
 def test_the_sdk_second_opinion_runs_and_agrees_on_valid_payloads(standin, dataset):
     assert standin.sdk_active
-    assert set(scicat_standin.sdk_models()) == {"dataset", "origdatablock", "dataset_origdatablock"}
+    assert set(scicat_standin.sdk_models()) == {"dataset", "dataset_v4", "origdatablock", "dataset_origdatablock"}
     headers = login(standin)
     assert post(standin, "/OrigDatablocks", block(dataset["pid"]), headers).status_code == 201
     assert post(standin, f"/Datasets/{quoted(dataset['pid'])}/origdatablocks", block(), headers).status_code == 201
