@@ -3182,6 +3182,9 @@ class DryRunCatalogue:
         self.api = DatasetApi.of("v4" if config.api == "v4" else "v3", config.host,
                                  f"dry run, scicat.api {config.api}")
 
+    def dataset_api(self) -> DatasetApi:
+        return self.api
+
     def connect(self) -> None:
         logger.info("dry run: nothing will be written to SciCat, nor asked: proposals, instruments and samples "
                     "count as not found; datasets are shown as its %s API would take them (%s)", self.api.version,
@@ -3383,12 +3386,11 @@ class DatasetMade:
 class Publisher:
     """Creates a file's dataset and its origdatablock in SciCat, and attaches its picture, each exactly once."""
 
-    def __init__(self, catalogue: Any, config: SciCatConfig, check_by_job_id: bool, wait: Any, api: str = "v3"):
+    def __init__(self, catalogue: Any, config: SciCatConfig, check_by_job_id: bool, wait: Any):
         self.catalogue = catalogue
         self.config = config
         self.check_by_job_id = check_by_job_id
         self.wait = wait
-        self.api = api  # the attachments API's version: "v3" or "v4"
 
     def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> DatasetMade:
         """The dataset: status "ingested", or "duplicate" when SciCat had it already.
@@ -3450,13 +3452,17 @@ class Publisher:
         if not made.just_posted and self.find_picture(pid) is not None:
             return "attached already"
         ownable = Ownable(dataset["ownerGroup"], list(dataset.get("accessGroups") or []))
-        call = attachment_post(self.api, pid, thumbnail, ownable)
+        call = attachment_post(self.api_version(), pid, thumbnail, ownable)
         self.create_once(f"the thumbnail of {pid}", lambda: self.catalogue.post_attachment(call),
                          lambda: self.find_picture(pid))
         return "attached"
 
+    def api_version(self) -> str:
+        """Pictures go through the API the datasets go through (scicat.api; auto chosen at start)."""
+        return self.catalogue.dataset_api().version
+
     def find_picture(self, pid: str) -> Optional[dict[str, Any]]:
-        found = self.catalogue.attachments(attachment_search(self.api, pid))
+        found = self.catalogue.attachments(attachment_search(self.api_version(), pid))
         return next((a for a in found if str(a.get("caption", "")).startswith(THUMBNAIL_CAPTION_PREFIX)), None)
 
     def create_once(self, what: str, post: typing.Callable[[], Any], find: typing.Callable[[], Any]) -> Any:

@@ -37,10 +37,11 @@ def audit_of(ingestor, run, count: int = 1) -> list[dict]:
                       [a for a in ingestor.audit() if a["job_id"] == run["job_id"]], 60, "the audit lines")
 
 
-def test_each_dataset_gets_one_picture_and_a_file_without_nxdata_none(tmp_path, data_dir, scicat, kafka_bootstrap,
-                                                                      kafka_topic):
+def test_each_dataset_gets_one_picture_and_a_file_without_nxdata_none(tmp_path, data_dir, api, scicat,
+                                                                      kafka_bootstrap, kafka_topic):
+    """In v3 and in v4 (scicat.api; in v4 the stand-in has v3 switched off, so a v3 call fails)."""
     writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url,
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, api=api,
                              **{"thumbnail.width": 480, "thumbnail.height": 320})
     with IngestorProcess(tmp_path, config) as ingestor:
         plotted, bare = writer.run(), writer.run(plots=False)
@@ -60,6 +61,9 @@ def test_each_dataset_gets_one_picture_and_a_file_without_nxdata_none(tmp_path, 
     redelivered = [a for a in ingestor.audit() if a["job_id"] == plotted["job_id"]][1]
     assert redelivered["outcome"] == "duplicate" and redelivered["thumbnail"] == "attached already"
     assert "without a thumbnail" not in log  # no warning for the file that has nothing to draw
+    posts = [path for method, path, status in scicat.requests_log if method == "POST" and "ttachments" in path]
+    assert posts == [{"v3": f"/api/v3/Datasets/{urllib.parse.quote(plotted_pid, safe='')}/attachments",
+                      "v4": "/api/v4/attachments"}[api]]
 
 
 @pytest.fixture
@@ -70,15 +74,16 @@ def proxy(scicat):
 
 
 @pytest.mark.parametrize("mode", ["502-after-forward", "reset-after-forward"])
-def test_an_attachment_whose_answer_is_lost_is_found_not_made_again(tmp_path, data_dir, scicat, proxy,
+def test_an_attachment_whose_answer_is_lost_is_found_not_made_again(tmp_path, data_dir, api, scicat, proxy,
                                                                     kafka_bootstrap, kafka_topic, mode):
     writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3", api=api,
                              **{"scicat.retry_backoff_s": 0.2})
     config["dataset"]["pid_prefix"] = PID_PREFIX
     run = writer.run(send_finish=False)
     pid = si.deterministic_pid(PID_PREFIX, run["job_id"], run["path"].rsplit("/", 1)[-1])
-    proxy.fail(mode, "POST", f"/api/v3/Datasets/{urllib.parse.quote(pid, safe='')}/attachments")
+    proxy.fail(mode, "POST", {"v3": f"/api/v3/Datasets/{urllib.parse.quote(pid, safe='')}/attachments",
+                              "v4": "/api/v4/attachments"}[api])
     with IngestorProcess(tmp_path, config) as ingestor:
         writer.finish(run)
         [line] = audit_of(ingestor, run)
@@ -91,7 +96,7 @@ def test_an_attachment_whose_answer_is_lost_is_found_not_made_again(tmp_path, da
 def test_a_picture_scicat_refuses_leaves_the_dataset_and_ingesting_again_attaches_it_once(
         tmp_path, data_dir, scicat, kafka_bootstrap, kafka_topic):
     writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url)
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, api="v3")  # the path refused
     config["dataset"]["pid_prefix"] = PID_PREFIX
     run = writer.run(send_finish=False)
     pid = si.deterministic_pid(PID_PREFIX, run["job_id"], run["path"].rsplit("/", 1)[-1])
@@ -176,14 +181,17 @@ def test_the_publisher_attaches_once_over_either_api_version(api, tmp_path):
             "type": "raw", "owner": "Ada", "ownerGroup": "ess", "accessGroups": ["dream"],
             "contactEmail": "ada@example.org", "sourceFolder": str(tmp_path), "creationTime": "2026-01-01T00:00:00Z",
             "principalInvestigator": "Ada", "creationLocation": "/ESS/DREAM", "datasetName": "run"})["pid"]
-        config = si.SciCatConfig(host=standin.url.replace("/api/v3", "/api/" + api), token="static-token")
-        publisher = si.Publisher(si.SciCatClient(config), config, check_by_job_id=False, wait=lambda s: None, api=api)
+        config = si.SciCatConfig(host=standin.url, token="static-token", api=api)
+        publisher = si.Publisher(si.SciCatClient(config), config, check_by_job_id=False, wait=lambda s: None)
         found = si.DatasetMade("duplicate", {"pid": pid}, just_posted=False)
         thumbnail = si.Thumbnail(b"\x89PNG\r\n\x1a\n", "Default plot: /entry/data/signal", 400, 300)
         dataset = {"ownerGroup": "ess", "accessGroups": ["dream"]}
         assert publisher.attach(found, dataset, thumbnail) == "attached"
         assert publisher.attach(found, dataset, thumbnail) == "attached already"
         [attachment] = standin.attachments_of(pid)
+        posted = [path for method, path, _ in standin.requests_log if method == "POST" and "ttachments" in path]
+    assert posted == [{"v3": f"/api/v3/Datasets/{urllib.parse.quote(pid, safe='')}/attachments",
+                       "v4": "/api/v4/attachments"}[api]]
     assert attachment["caption"] == "Default plot: /entry/data/signal"
     assert attachment["relationships"] == [{"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}]
     assert attachment["thumbnail"] == thumbnail.data_uri()
@@ -195,7 +203,7 @@ def test_replay_attaches_the_picture_of_a_dataset_left_without_files_and_a_secon
 
     writer = FileWriter(kafka_bootstrap, kafka_topic, data_dir)
     refusals = proxy.fail("answer", "POST", "/api/v3/OrigDatablocks", times=1000, status=500)
-    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3",
+    config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, proxy.url + "/api/v3", api="v3",
                              **{"scicat.max_retries": 1, "scicat.retry_backoff_s": 0.1})
     with IngestorProcess(tmp_path, config) as ingestor:
         run = writer.run()
