@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -255,7 +256,7 @@ def test_the_selection_grows_its_strides_until_the_chunks_it_touches_fit():
 
 
 @settings(max_examples=300, deadline=None)
-@given(shape=st.lists(st.integers(1, 10**6), min_size=1, max_size=4).filter(lambda s: np.prod(s) < 2**50),
+@given(shape=st.lists(st.integers(1, 10**6), min_size=1, max_size=4).filter(lambda s: math.prod(s) < 2**50),
        chunk_fraction=st.one_of(st.none(), st.floats(0.0001, 1.0)),
        itemsize=st.sampled_from([1, 2, 4, 8]), budget_mb=st.floats(0.01, 256))
 def test_whatever_the_array_the_selection_stays_within_the_budget_or_says_it_cannot(shape, chunk_fraction,
@@ -267,7 +268,7 @@ def test_whatever_the_array_the_selection_stays_within_the_budget_or_says_it_can
     try:
         selection = si.plot_selection(shape, chunks, itemsize, points, budget)
     except si.ThumbnailTooCostly:
-        assert chunks is not None and np.prod(chunks) * itemsize > budget
+        assert chunks is not None and math.prod(chunks) * itemsize > budget
         return
     assert selection.bytes_touched <= budget
     plotted = selection.key[len(shape) - len(points):]
