@@ -17,6 +17,7 @@ The file reads top to bottom like the data flows:
 2c. job watchdog      the writer's failed starts and silent jobs
 3. metadata           the NeXus file -> NexusMetadata, DataFile
 3b. the file reader   a child process with a deadline: a hung mount never freezes the loop
+3c. thumbnails        the default plot of the file, read within a budget, drawn as a PNG
 4. building           pure functions: dataset and origdatablock payloads
 4a. field templates   dataset.fields: the facility's own values, parsed at start, filled per file
 5. talking to SciCat  login, token renewal, retries, the two POSTs
@@ -239,6 +240,18 @@ class HealthConfig:
 
 
 @dataclass
+class ThumbnailConfig:
+    # Attach a picture of each file's default plot (NXdata) to its dataset.
+    enabled: bool = True
+    # What reading the plotted array may cost at most, whatever its size: a strided selection.
+    max_read_mb: float = 64.0
+    width: int = 400
+    height: int = 300
+    # How long drawing one picture may take; past it the file goes without one.
+    timeout_s: float = 60.0
+
+
+@dataclass
 class Config:
     kafka: KafkaConfig
     scicat: SciCatConfig
@@ -251,6 +264,7 @@ class Config:
     audit: AuditConfig = field(default_factory=AuditConfig)
     options: OptionsConfig = field(default_factory=OptionsConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
+    thumbnail: ThumbnailConfig = field(default_factory=ThumbnailConfig)
 
 
 # Keys of the v1.0.0 ingestor that mean nothing here: accepted with a warning
@@ -267,6 +281,9 @@ OFFSET_RESETS = ("earliest", "latest", "error")
 SCICAT_APIS = ("auto", "v3", "v4")
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 GRAYLOG_PROTOCOLS = ("udp", "tcp")
+# A picture smaller has no room for its plot; larger ones SciCat shows shrunk anyway.
+THUMBNAIL_MIN_SIZE = (200, 150)
+THUMBNAIL_MAX_SIDE = 2000
 SECRET_WORDS = ("password", "token", "secret", "sasl.oauthbearer.config", "ssl.key.pem")
 
 
@@ -498,6 +515,13 @@ def _check_values(config: Config) -> None:
         raise ConfigError(f"options.graylog_protocol: expected one of {', '.join(GRAYLOG_PROTOCOLS)}")
     if not 0 <= config.health.port <= 65535:
         raise ConfigError("health.port: expected 0 (off) or a TCP port up to 65535")
+    thumbnail = config.thumbnail
+    if thumbnail.max_read_mb <= 0 or thumbnail.timeout_s <= 0:
+        raise ConfigError("thumbnail.max_read_mb and thumbnail.timeout_s: must be > 0")
+    if not (THUMBNAIL_MIN_SIZE[0] <= thumbnail.width <= THUMBNAIL_MAX_SIDE
+            and THUMBNAIL_MIN_SIZE[1] <= thumbnail.height <= THUMBNAIL_MAX_SIDE):
+        raise ConfigError(f"thumbnail.width and thumbnail.height: from {THUMBNAIL_MIN_SIZE[0]} x "
+                          f"{THUMBNAIL_MIN_SIZE[1]} to {THUMBNAIL_MAX_SIDE} pixels a side")
     if "@" not in config.dataset.contact_email:
         raise ConfigError("dataset.contact_email: expected an email address")
 
@@ -1603,6 +1627,9 @@ class FileReading:
     selected: SelectedSettings  # its instrument's dataset settings
     metadata_s: float
     checksum_s: float
+    # Made after the rest is sent (section 3c), under thumbnail.timeout_s; the loop waited this long for it.
+    picture: "ThumbnailOutcome" = field(default_factory=lambda: ThumbnailOutcome())
+    thumbnail_s: float = 0.0
 
 
 def read_finished_file(config: Config, path: str, finished: FinishedWriting,
@@ -1648,6 +1675,8 @@ def file_reader_main(connection: Any, config: Config) -> None:
         except Exception as e:  # told to the loop as an unexpected error, whatever it is
             answer = (False, RuntimeError(f"{type(e).__name__}: {e}"))
         connection.send(answer)
+        if answer[0] and config.thumbnail.enabled:  # a second answer: the loop waits for it apart
+            connection.send(picture_of_file(path, config.thumbnail))
 
 
 @dataclass
@@ -1679,11 +1708,7 @@ class FileReader:
             self.start()
             self.connection.send((path, finished, run_start))
             try:
-                answered = self.connection.poll(min(READ_FIRST_WAIT_S, timeout_s))
-                while not answered and time.monotonic() < deadline:
-                    self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
-                    answered = self.connection.poll(0)
-                if not answered:
+                if not self.answered_within(deadline):
                     raise FileStalled(f"{path}: reading it did not finish within files.read_timeout_s "
                                       f"({timeout_s:g} s): a hung mount?")
                 ok, value = self.connection.recv()
@@ -1698,7 +1723,38 @@ class FileReader:
             self.reading = None
         if not ok:
             raise value
+        if self.config.thumbnail.enabled:
+            started = time.monotonic()
+            value.picture = self.picture(path)
+            value.thumbnail_s = time.monotonic() - started
         return value
+
+    def answered_within(self, deadline: float) -> bool:
+        """Whether the child answered by the deadline; the loop's wait polls Kafka meanwhile."""
+        answered = self.connection.poll(min(READ_FIRST_WAIT_S, max(deadline - time.monotonic(), 0)))
+        while not answered and time.monotonic() < deadline:
+            self.wait(min(READ_WAIT_SLICE_S, max(deadline - time.monotonic(), 0)))
+            answered = self.connection.poll(0)
+        return answered
+
+    def picture(self, path: str) -> "ThumbnailOutcome":
+        """The child's second answer, the file's picture: one that does not come in time costs
+        the picture (and the child), never the file."""
+        timeout_s = self.config.thumbnail.timeout_s
+        self.reading = (path, time.monotonic())
+        try:
+            if self.answered_within(time.monotonic() + timeout_s):
+                return self.connection.recv()
+            problem = f"drawing it did not finish within thumbnail.timeout_s ({timeout_s:g} s)"
+        except (EOFError, OSError) as e:
+            problem = f"the file reader process ended while drawing it ({e or type(e).__name__})"
+        except BaseException:  # a stop, a rebalance: its answer would come to the next file
+            self.abandon(path)
+            raise
+        finally:
+            self.reading = None
+        self.abandon(path)
+        return ThumbnailOutcome(problem=problem)
 
     def check_regular(self, path: str, deadline: float) -> None:
         """stat in a thread, so that a hung mount hangs the thread, not the loop; never opens the file."""
@@ -1782,6 +1838,351 @@ class FileReader:
             return PartHealth(seconds <= timeout_s, f"reading {reading[0]} for {seconds:.1f} s "
                                                     f"(files.read_timeout_s {timeout_s:g} s)")
         return PartHealth(True, "no file being read")
+
+
+# =============================================================================
+# 3c. A picture of the file: the thumbnail of its default plot
+# =============================================================================
+#
+# SciCat shows an attachment's thumbnail in its dataset list and on the dataset's page.
+# The picture is the file's default plot, found as the NeXus conventions say: the
+# "default" attributes from the root down to an NXdata group, else the first NXdata
+# group (by name, depth first) with a "signal"; that signal against its "axes".
+# A detector image is gigabytes, so it is never read whole: the plotted dimensions are
+# read strided, their strides grown until what HDF5 must read for the selection (whole
+# chunks, for a chunked dataset) fits thumbnail.max_read_mb; dimensions beyond the
+# plotted ones give their middle slice. Drawn with Pillow (why: README, "A picture of each dataset").
+# The child process of 3b does this after the file's reading is sent, under a deadline
+# of its own: a picture that fails or hangs costs the picture, never the file.
+
+THUMBNAIL_CAPTION_PREFIX = "Default plot: "
+NEXUS_SEARCH_MAX_DEPTH = 8  # "default" chains and the search for an NXdata go no deeper
+LINE_POINTS_PER_PIXEL = 4  # a 1-D signal: points read per pixel of the plot's width
+# viridis at 9 stops: perceptually even, readable in grey, kind to colour-blind eyes.
+VIRIDIS_STOPS = ((68, 1, 84), (71, 44, 122), (59, 81, 139), (44, 113, 142), (33, 144, 141),
+                 (39, 173, 129), (92, 200, 99), (170, 220, 50), (253, 231, 37))
+# Palette indices: the colour scale, then the few colours the frame needs.
+SCALE_COLOURS = 250
+NAN_INDEX, WHITE_INDEX, BLACK_INDEX, GREY_INDEX, LINE_INDEX = 250, 251, 252, 253, 254
+FRAME_COLOURS = ((160, 160, 160), (255, 255, 255), (0, 0, 0), (110, 110, 110), (31, 119, 180))
+
+
+class ThumbnailTooCostly(Exception):
+    """Even one element per plotted dimension needs more than thumbnail.max_read_mb (huge chunks)."""
+
+
+@dataclass
+class PlotSource:
+    """What the default plot shows: a signal of an NXdata group and the axis of each of its dimensions."""
+
+    signal: Any  # h5py.Dataset
+    axes: list[Any]  # per dimension of the signal: its axis dataset, or None
+
+
+@dataclass
+class Thumbnail:
+    png: bytes
+    caption: str
+    width: int
+    height: int
+    read_bytes: int = 0  # what HDF5 read of the signal for it (PlotSelection.bytes_touched)
+
+    def data_uri(self) -> str:
+        import base64
+
+        return "data:image/png;base64," + base64.b64encode(self.png).decode()
+
+
+@dataclass
+class ThumbnailOutcome:
+    """A file's picture, or why it has none: no plottable NXdata (problem ""), or a failure."""
+
+    thumbnail: Optional[Thumbnail] = None
+    problem: str = ""  # drawing failed: warned of and noted in the audit; the dataset is not touched
+
+
+@dataclass(frozen=True)
+class PlotSelection:
+    """What of the signal is read: an index or a strided slice per dimension."""
+
+    key: tuple[Any, ...]
+    bytes_touched: int  # what HDF5 reads for it: whole chunks of a chunked dataset
+    note: str  # for the caption: the slice, when dimensions were left out
+
+
+def _attribute_text(node: Any, name: str) -> str:
+    value = _plain(node.attrs.get(name, ""))
+    if isinstance(value, list):  # an array of names: the first
+        value = _plain(value[0]) if value else ""
+    return str(value) if value is not None else ""
+
+
+def _child(group: Any, name: str) -> Any:
+    try:
+        return group.get(name)
+    except (KeyError, OSError, ValueError):  # a broken or external link, a name h5py refuses
+        return None
+
+
+def _signal_of(group: Any) -> Any:
+    """The NXdata group's signal if it is a numeric array worth drawing, else None."""
+    import h5py
+
+    name = _attribute_text(group, "signal")
+    signal = _child(group, name) if name else None
+    if (not isinstance(signal, h5py.Dataset) or signal.dtype.kind not in "biuf" or not signal.shape
+            or 0 in signal.shape):
+        return None
+    return signal
+
+
+def _default_chain_end(f: Any) -> Any:
+    """The NXdata group the "default" attributes lead to from the root, if they do."""
+    import h5py
+
+    node = f
+    for _ in range(NEXUS_SEARCH_MAX_DEPTH):
+        if _nx_class(node) == "NXdata":
+            return node
+        name = _attribute_text(node, "default")
+        node = _child(node, name) if name else None
+        if not isinstance(node, h5py.Group):
+            return None
+    return None
+
+
+def _first_nxdata_with_signal(group: Any, depth: int = 0) -> Any:
+    import h5py
+
+    if depth > NEXUS_SEARCH_MAX_DEPTH:
+        return None
+    for name in sorted(group.keys()):
+        child = _child(group, name)
+        if not isinstance(child, h5py.Group):
+            continue
+        if _nx_class(child) == "NXdata" and _signal_of(child) is not None:
+            return child
+        found = _first_nxdata_with_signal(child, depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def find_default_plot(f: Any) -> Optional[PlotSource]:
+    """The file's default plot as the NeXus conventions find it; None if it has nothing to plot."""
+    import h5py
+
+    group = _default_chain_end(f)
+    if group is None or _signal_of(group) is None:
+        group = _first_nxdata_with_signal(f)
+    if group is None:
+        return None
+    signal = _signal_of(group)
+    names = group.attrs.get("axes", [])
+    names = [_plain(names)] if isinstance(_plain(names), str) else [str(_plain(n)) for n in names]
+    axes = []
+    for dimension, length in enumerate(signal.shape):
+        name = names[dimension] if dimension < len(names) else "."
+        axis = _child(group, name) if name not in ("", ".") else None
+        # An axis gives a value per point, or per bin edge (one more).
+        fits = (isinstance(axis, h5py.Dataset) and axis.ndim == 1 and axis.dtype.kind in "biuf"
+                and axis.shape[0] in (length, length + 1))
+        axes.append(axis if fits else None)
+    return PlotSource(signal, axes)
+
+
+def plot_selection(shape: tuple[int, ...], chunks: Optional[tuple[int, ...]], itemsize: int,
+                   points: tuple[int, ...], max_bytes: int) -> PlotSelection:
+    """The strided selection of the plotted (last one or two) dimensions, at most ``points``
+    each, whose strides double until what HDF5 reads for it fits ``max_bytes``: for a chunked
+    dataset every chunk the selection touches is read whole."""
+    plotted = 1 if len(shape) == 1 else 2
+    middles = [n // 2 for n in shape[:-plotted]]
+    sizes = shape[-plotted:]
+    strides = [max(1, -(-n // p)) for n, p in zip(sizes, points)]
+
+    def touched() -> int:
+        if chunks is None:
+            return math.prod(-(-n // s) for n, s in zip(sizes, strides)) * itemsize
+        # Along a dimension strided past its chunk extent each point is in a chunk of its own.
+        counts = [-(-n // s) if s >= c else -(-n // c) for n, s, c in zip(sizes, strides, chunks[-plotted:])]
+        return math.prod(counts) * math.prod(chunks) * itemsize
+
+    while touched() > max_bytes:
+        if all(s >= n for s, n in zip(strides, sizes)):
+            raise ThumbnailTooCostly(f"one chunk of {math.prod(chunks or (1,)) * itemsize / 2**20:.3g} MB is "
+                                     f"more than thumbnail.max_read_mb ({max_bytes / 2**20:g} MB)")
+        # The dimension with the most points left gives way.
+        widest = max(range(plotted), key=lambda i: -(-sizes[i] // strides[i]))
+        strides[widest] *= 2
+    key = tuple(middles) + tuple(slice(0, n, s) for n, s in zip(sizes, strides))
+    note = f"[{', '.join([str(m) for m in middles] + [':'] * plotted)}]" if middles else ""
+    return PlotSelection(key, touched(), note)
+
+
+def _axis_label(axis: Any, fallback: str) -> str:
+    if axis is None:
+        return fallback
+    units = _attribute_text(axis, "units")
+    name = axis.name.rsplit("/", 1)[-1]
+    return f"{name} ({units})" if units else name
+
+
+def _axis_range(axis: Any, length: int) -> tuple[float, float]:
+    """The axis's first and last value (its two ends only are read), else the index range."""
+    if axis is None:
+        return 0.0, float(length - 1)
+    return float(axis[0]), float(axis[axis.shape[0] - 1])
+
+
+def _number(value: float) -> str:
+    return f"{value:.4g}" if math.isfinite(value) else "-"
+
+
+class ThumbnailPainter:
+    """Draws a plot into a small palette PNG: a line for 1-D, an image with a colour scale for 2-D."""
+
+    def __init__(self, width: int, height: int, colour_scale: bool):
+        from PIL import Image, ImageDraw, ImageFont
+
+        self.width, self.height = width, height
+        self.image = Image.new("P", (width, height), WHITE_INDEX)
+        self.image.putpalette([c for colour in self.palette() for c in colour])
+        self.draw = ImageDraw.Draw(self.image)
+        self.font = ImageFont.load_default()
+        # The plot area: room for a title above, tick values and a label below and to the left,
+        # and for an image's colour scale and its values to the right.
+        self.left, self.top, self.bottom = 46, 20, height - 34
+        self.right = width - (70 if colour_scale else 12)
+
+    @staticmethod
+    def palette() -> list[tuple[int, int, int]]:
+        import numpy as np
+
+        stops = np.array(VIRIDIS_STOPS, dtype=float)
+        where = np.linspace(0, len(stops) - 1, SCALE_COLOURS)
+        scale = [tuple(int(round(np.interp(w, range(len(stops)), stops[:, c]))) for c in range(3)) for w in where]
+        return scale + list(FRAME_COLOURS)
+
+    def text(self, xy: tuple[float, float], text: str, anchor: str = "la") -> None:
+        self.draw.text(xy, text, fill=BLACK_INDEX, font=self.font, anchor=anchor)
+
+    def frame(self, title: str, x_label: str, y_label: str, x_range: tuple[float, float],
+              y_range: tuple[float, float]) -> None:
+        from PIL import Image, ImageDraw
+
+        self.text((self.width / 2, 4), title[:70], "ma")
+        self.draw.rectangle((self.left, self.top, self.right, self.bottom), outline=GREY_INDEX)
+        self.text((self.left, self.bottom + 3), _number(x_range[0]), "la")
+        self.text((self.right, self.bottom + 3), _number(x_range[1]), "ra")
+        self.text(((self.left + self.right) / 2, self.bottom + 18), x_label[:60], "ma")
+        self.text((self.left - 3, self.bottom), _number(y_range[0]), "rd")
+        self.text((self.left - 3, self.top), _number(y_range[1]), "ra")
+        # Pillow draws no rotated text in place: the y label goes on its own strip, turned.
+        strip = Image.new("L", (self.bottom - self.top, 12), 0)
+        ImageDraw.Draw(strip).text((strip.width / 2, 0), y_label[:40], fill=255, font=self.font, anchor="ma")
+        turned = strip.rotate(90, expand=True)
+        self.image.paste(BLACK_INDEX, (2, self.top), turned)
+
+    def line(self, values: Any, x_values: Any) -> None:
+        """A 1-D signal as a line; a NaN breaks it."""
+        import numpy as np
+
+        finite = np.isfinite(values)
+        low, high = (float(values[finite].min()), float(values[finite].max())) if finite.any() else (0.0, 1.0)
+        span_y = (high - low) or 1.0
+        span_x = (float(x_values[-1] - x_values[0])) or 1.0
+        # Inside the frame, not on it: the lowest and highest values stay visible.
+        left, right, top, bottom = self.left + 2, self.right - 2, self.top + 3, self.bottom - 3
+        xs = left + (x_values - x_values[0]) / span_x * (right - left)
+        ys = bottom - (np.where(finite, values, low) - low) / span_y * (bottom - top)
+        run: list[tuple[float, float]] = []
+        for x, y, ok in zip(xs.tolist(), ys.tolist(), finite.tolist()):
+            if ok:
+                run.append((x, y))
+            if run and (not ok or len(run) > 1000):  # a NaN, or a long run drawn in parts
+                self._polyline(run)
+                run = run[-1:] if ok else []
+        self._polyline(run)
+
+    def _polyline(self, points: list[tuple[float, float]]) -> None:
+        if len(points) > 1:
+            self.draw.line(points, fill=LINE_INDEX, width=1)
+        elif points:
+            self.draw.point(points, fill=LINE_INDEX)
+
+    def colour_image(self, values: Any) -> None:
+        """A 2-D signal as an image (its first index upwards), NaNs grey, with a colour scale
+        from the 0.5th to the 99.5th percentile (a hot pixel must not wash the image out)."""
+        import numpy as np
+        from PIL import Image
+
+        finite = np.isfinite(values)
+        low, high = (np.percentile(values[finite], (0.5, 99.5)).tolist() if finite.any() else (0.0, 1.0))
+        span = (high - low) or 1.0
+        scaled = np.clip((np.where(finite, values, low) - low) / span, 0, 1) * (SCALE_COLOURS - 1)
+        indices = np.where(finite, scaled.round(), NAN_INDEX).astype(np.uint8)[::-1]
+        picture = Image.fromarray(indices, "P").resize((self.right - self.left, self.bottom - self.top),
+                                                       Image.Resampling.NEAREST)
+        self.image.paste(picture, (self.left, self.top))
+        bar = np.linspace(SCALE_COLOURS - 1, 0, self.bottom - self.top).astype(np.uint8)[:, None].repeat(12, 1)
+        self.image.paste(Image.fromarray(bar, "P"), (self.right + 8, self.top))
+        self.text((self.right + 24, self.top), _number(high), "la")
+        self.text((self.right + 24, self.bottom), _number(low), "ld")
+
+    def png(self) -> bytes:
+        import io
+
+        buffer = io.BytesIO()
+        self.image.save(buffer, "PNG")
+        return buffer.getvalue()
+
+
+def draw_thumbnail(source: PlotSource, settings: ThumbnailConfig) -> Thumbnail:
+    """The picture of a plot: its signal read within thumbnail.max_read_mb, drawn small."""
+    import numpy as np
+
+    signal = source.signal
+    painter = ThumbnailPainter(settings.width, settings.height, colour_scale=signal.ndim > 1)
+    plot_width, plot_height = painter.right - painter.left, painter.bottom - painter.top
+    points = (plot_width * LINE_POINTS_PER_PIXEL,) if signal.ndim == 1 else (plot_height, plot_width)
+    selection = plot_selection(signal.shape, signal.chunks, signal.dtype.itemsize, points,
+                               int(settings.max_read_mb * 2**20))
+    values = np.asarray(signal[selection.key], dtype=np.float64)
+    caption = f"{THUMBNAIL_CAPTION_PREFIX}{signal.name}{selection.note}"
+    if values.ndim == 1:
+        axis = source.axes[-1]
+        first, last = _axis_range(axis, signal.shape[-1])
+        # The axis read as the signal is: as many points (of a bin-edge axis, each bin's first edge).
+        indices = np.arange(signal.shape[-1])[selection.key[-1]].astype(np.float64)
+        x_values = indices if axis is None else np.asarray(axis[selection.key[-1]], dtype=np.float64)[:values.size]
+        if not np.isfinite(x_values).all():  # an axis with gaps: drawn against the index instead
+            x_values = indices
+        finite = values[np.isfinite(values)]
+        y_range = (float(finite.min()), float(finite.max())) if finite.size else (math.nan, math.nan)
+        painter.frame(signal.name, _axis_label(axis, "index"), _axis_label(signal, "value"), (first, last),
+                      y_range)
+        painter.line(values, x_values)
+    else:
+        y_axis, x_axis = source.axes[-2], source.axes[-1]
+        painter.colour_image(values)
+        units = _attribute_text(signal, "units")
+        painter.frame(f"{signal.name}{selection.note}" + (f" ({units})" if units else ""),
+                      _axis_label(x_axis, "index"), _axis_label(y_axis, "index"),
+                      _axis_range(x_axis, signal.shape[-1]), _axis_range(y_axis, signal.shape[-2]))
+    return Thumbnail(painter.png(), caption, settings.width, settings.height, selection.bytes_touched)
+
+
+def picture_of_file(path: str, settings: ThumbnailConfig, opened: Any = None) -> ThumbnailOutcome:
+    """The file's thumbnail, or why it has none; never raises: a picture must not cost the file."""
+    try:
+        with _opened(path, opened) as f:
+            source = find_default_plot(f)
+            if source is None:
+                return ThumbnailOutcome()
+            return ThumbnailOutcome(draw_thumbnail(source, settings))
+    except Exception as e:  # a damaged array, a filter this host lacks, huge chunks, a bug in drawing
+        return ThumbnailOutcome(problem=f"{type(e).__name__}: {e}"[:300])
 
 
 # =============================================================================
@@ -2446,6 +2847,42 @@ def proposal_from_scicat(doc: dict[str, Any]) -> Proposal:
     )
 
 
+@dataclass(frozen=True)
+class AttachmentCall:
+    """One request of the attachments API, in the shape of the API version it goes to."""
+
+    method: str
+    path: str  # below the API base of that version
+    body: Any = None
+    params: Any = None
+
+
+def attachment_post(api: str, pid: str, thumbnail: Thumbnail, ownable: Ownable) -> AttachmentCall:
+    """The POST attaching a picture to a dataset: v3 names the dataset in the path, v4 in a
+    relationship and wants isPublished (both as recorded from scicat-backend-next 4.27)."""
+    body = {"thumbnail": thumbnail.data_uri(), "caption": thumbnail.caption, "ownerGroup": ownable.ownerGroup,
+            "accessGroups": list(ownable.accessGroups)}
+    if api == "v4":
+        return AttachmentCall("POST", "/attachments", {
+            **body, "isPublished": False,
+            "relationships": [{"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}]})
+    return AttachmentCall("POST", f"/Datasets/{urllib.parse.quote(pid, safe='')}/attachments", body)
+
+
+# v3 lists a dataset's newest ten attachments and takes no filter (recorded): ours is found
+# unless ten more were attached since. v4 lists ten unless told; told this, more.
+ATTACHMENT_SEARCH_LIMIT = 100
+
+
+def attachment_search(api: str, pid: str) -> AttachmentCall:
+    """The GET listing a dataset's attachments (their captions at least)."""
+    if api == "v4":
+        where = {"where": {"relationships.targetId": pid}, "fields": ["caption"],
+                 "limits": {"limit": ATTACHMENT_SEARCH_LIMIT}}
+        return AttachmentCall("GET", "/attachments", params={"filter": json.dumps(where)})
+    return AttachmentCall("GET", f"/Datasets/{urllib.parse.quote(pid, safe='')}/attachments")
+
+
 class SciCatClient:
     """SciCat's REST API: log in, keep the token fresh, create and find datasets.
 
@@ -2634,6 +3071,15 @@ class SciCatClient:
     def post_origdatablock(self, block: dict[str, Any]) -> dict[str, Any]:
         return self._created(self.dataset_api().origdatablocks, block, "the origdatablock", "_id")
 
+    def post_attachment(self, call: AttachmentCall) -> dict[str, Any]:
+        return self._created(call.path, call.body, "the thumbnail", "_id")
+
+    def attachments(self, call: AttachmentCall) -> list[dict[str, Any]]:
+        found = self._json(call.method, call.path, "reading attachments", params=call.params) or []
+        if not isinstance(found, list):
+            raise SciCatError("SciCat answered the attachments with no list", None, json.dumps(found)[:200])
+        return [a for a in found if isinstance(a, dict)]
+
     def _dataset_answer(self, found: Any, what: str) -> Optional[dict[str, Any]]:
         if isinstance(found, list):  # a search: the first match
             found = found[0] if found else None
@@ -2736,6 +3182,9 @@ class DryRunCatalogue:
         self.api = DatasetApi.of("v4" if config.api == "v4" else "v3", config.host,
                                  f"dry run, scicat.api {config.api}")
 
+    def dataset_api(self) -> DatasetApi:
+        return self.api
+
     def connect(self) -> None:
         logger.info("dry run: nothing will be written to SciCat, nor asked: proposals, instruments and samples "
                     "count as not found; datasets are shown as its %s API would take them (%s)", self.api.version,
@@ -2759,6 +3208,14 @@ class DryRunCatalogue:
     def find_origdatablock(self, pid: str, file_path: str) -> None:
         return None
 
+    def post_attachment(self, call: AttachmentCall) -> dict[str, Any]:
+        # In full, as the datasets are: the picture can be looked at (examples/demo.py writes it out).
+        logger.info("dry run: would attach by %s %s: %s", call.method, call.path, json.dumps(call.body))
+        return call.body
+
+    def attachments(self, call: AttachmentCall) -> list[dict[str, Any]]:
+        return []
+
 
 class AskingDryRunCatalogue(DryRunCatalogue):
     """--check-config --ingest-file: a dry run that asks SciCat what it has (the proposal,
@@ -2775,8 +3232,8 @@ class AskingDryRunCatalogue(DryRunCatalogue):
     def connect(self) -> None:
         self.api = self.client.dataset_api()  # asked, as a real run would (scicat.api auto)
         logger.info("dry run: nothing will be written to SciCat; it is asked for proposals, instruments, "
-                    "samples and whether each dataset is there already; datasets are shown as its %s API "
-                    "would take them", self.api.version)
+                    "samples and whether each dataset, and its picture, is there already; datasets are shown "
+                    "as its %s API would take them", self.api.version)
 
     def post_dataset(self, dataset: dict[str, Any]) -> dict[str, Any]:
         if "pid" in dataset and self.client.get_dataset(dataset["pid"]) is not None:
@@ -2792,6 +3249,9 @@ class AskingDryRunCatalogue(DryRunCatalogue):
 
     def find_origdatablock(self, pid: str, file_path: str) -> Optional[dict[str, Any]]:  # type: ignore[override]
         return self.client.find_origdatablock(pid, file_path)
+
+    def attachments(self, call: AttachmentCall) -> list[dict[str, Any]]:
+        return self.client.attachments(call)
 
     def find_proposal(self, proposal_id: str) -> Optional[Proposal]:
         return self.client.find_proposal(proposal_id)
@@ -2911,7 +3371,7 @@ def choose_api(config: SciCatConfig, status_of_v4_datasets: typing.Callable[[str
 # can clean up. So after an ambiguous POST the publisher waits the backoff (a
 # gateway may answer before the backend has finished), asks SciCat whether the
 # record is there (the dataset by its pid or job id, the origdatablock by the
-# file's path) and POSTs again only if it is not.
+# file's path, the picture by its caption) and POSTs again only if it is not.
 
 
 @dataclass
@@ -2924,7 +3384,7 @@ class DatasetMade:
 
 
 class Publisher:
-    """Creates a file's dataset and its origdatablock in SciCat, each exactly once."""
+    """Creates a file's dataset and its origdatablock in SciCat, and attaches its picture, each exactly once."""
 
     def __init__(self, catalogue: Any, config: SciCatConfig, check_by_job_id: bool, wait: Any):
         self.catalogue = catalogue
@@ -2932,8 +3392,8 @@ class Publisher:
         self.check_by_job_id = check_by_job_id
         self.wait = wait
 
-    def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> tuple[str, str]:
-        """(status, pid): "ingested", or "duplicate" when SciCat had the dataset already.
+    def publish(self, dataset: dict[str, Any], data_file: DataFile, known_pid: str = "") -> DatasetMade:
+        """The dataset: status "ingested", or "duplicate" when SciCat had it already.
 
         A redelivered message, or a replayed one (known_pid), finds the dataset and only
         completes what a crash or a failure between the two POSTs left undone."""
@@ -2958,7 +3418,7 @@ class Publisher:
                                  lambda: self.catalogue.find_origdatablock(pid, file_path))
         except SciCatError as e:
             raise DatasetWithoutFiles(pid, e) from None
-        return made.status, pid
+        return made
 
     def find_dataset(self, dataset: dict[str, Any]) -> Optional[dict[str, Any]]:
         if "pid" in dataset:
@@ -2983,6 +3443,27 @@ class Publisher:
             if existing is None:
                 raise
             return DatasetMade("duplicate", existing, just_posted=False)
+
+    def attach(self, made: DatasetMade, dataset: dict[str, Any], thumbnail: Thumbnail) -> str:
+        """Attach the file's picture once: "attached", or "attached already" when a redelivered
+        or replayed message finds the dataset with one (any caption of ours, whatever it plots).
+        A dataset our POST just made has none: not asked."""
+        pid = made.record["pid"]
+        if not made.just_posted and self.find_picture(pid) is not None:
+            return "attached already"
+        ownable = Ownable(dataset["ownerGroup"], list(dataset.get("accessGroups") or []))
+        call = attachment_post(self.api_version(), pid, thumbnail, ownable)
+        self.create_once(f"the thumbnail of {pid}", lambda: self.catalogue.post_attachment(call),
+                         lambda: self.find_picture(pid))
+        return "attached"
+
+    def api_version(self) -> str:
+        """Pictures go through the API the datasets go through (scicat.api; auto chosen at start)."""
+        return self.catalogue.dataset_api().version
+
+    def find_picture(self, pid: str) -> Optional[dict[str, Any]]:
+        found = self.catalogue.attachments(attachment_search(self.api_version(), pid))
+        return next((a for a in found if str(a.get("caption", "")).startswith(THUMBNAIL_CAPTION_PREFIX)), None)
 
     def create_once(self, what: str, post: typing.Callable[[], Any], find: typing.Callable[[], Any]) -> Any:
         """What post() answers; after an ambiguous POST, what find() finds, else post() again."""
@@ -3077,6 +3558,8 @@ class Outcome:
     durations: dict[str, float] = field(default_factory=dict)
     # Links the file named that the dataset went without (CatalogueFacts.missing).
     missing_links: list[str] = field(default_factory=list)
+    # What became of its picture: attached, attached already, none (and why), failed: why.
+    thumbnail: str = ""
 
 
 def utc_now() -> str:
@@ -3443,8 +3926,8 @@ class Ingestor:
     # -- one finished file -----------------------------------------------------
 
     def read_file(self, finished: FinishedWriting, run_start: Optional[RunStart],
-                  durations: dict[str, float]) -> tuple[NexusMetadata, DataFile, SelectedSettings]:
-        """The file's metadata and description, and its instrument's dataset settings,
+                  durations: dict[str, float]) -> FileReading:
+        """The file's metadata, description and picture, and its instrument's dataset settings,
         waiting up to files.wait_s for the file to be readable."""
         files = self.config.files
         path = check_allowed(map_path(finished.file_name, files.path_map), files.allowed_roots)
@@ -3454,7 +3937,9 @@ class Ingestor:
             try:
                 reading = self.reader.read(path, finished, run_start)
                 durations["metadata_s"], durations["checksum_s"] = reading.metadata_s, reading.checksum_s
-                return reading.nexus, reading.data_file, reading.selected
+                if self.config.thumbnail.enabled:
+                    durations["thumbnail_s"] = reading.thumbnail_s
+                return reading
             except FileNotReady as e:
                 if time.monotonic() + delay > deadline:
                     raise FileRefused(f"{e} (waited {files.wait_s:.0f} s)") from None
@@ -3508,7 +3993,8 @@ class Ingestor:
         durations: dict[str, float] = {}
         started = time.monotonic()
         try:
-            nexus, data_file, selected = self.read_file(finished, run_start, durations)
+            reading = self.read_file(finished, run_start, durations)
+            nexus, data_file, selected = reading.nexus, reading.data_file, reading.selected
             facts = self.look_up(run_start, finished, nexus, selected.settings)
             built = build_dataset(run_start, finished, nexus, data_file, selected.settings, facts)
             for name, why in built.unfilled.items():
@@ -3517,7 +4003,9 @@ class Ingestor:
                 for line in field_report(data_file.path, selected, built):
                     self.show_field(line)
             dataset = built.dataset
-            status, pid = self.publisher.publish(dataset, data_file, known_pid)
+            made = self.publisher.publish(dataset, data_file, known_pid)
+            status, pid = made.status, made.record["pid"]
+            thumbnail = self.attach_picture(finished.job_id, made, dataset, reading.picture)
         except DatasetWithoutFiles as e:
             return Outcome("failed", str(e), pid=e.pid, durations=durations)
         except (FileRefused, IncompleteDataset, SciCatError) as e:
@@ -3534,7 +4022,26 @@ class Ingestor:
             "ingested" if status == "ingested" else "already in SciCat:", finished.job_id, data_file.path,
             dataset.get("proposalId", "-"), dataset["datasetName"], data_file.size, pid,
         )
-        return Outcome(status, pid=pid, path=data_file.path, durations=durations, missing_links=facts.missing)
+        return Outcome(status, pid=pid, path=data_file.path, durations=durations, missing_links=facts.missing,
+                       thumbnail=thumbnail)
+
+    def attach_picture(self, job_id: str, made: DatasetMade, dataset: dict[str, Any],
+                       picture: ThumbnailOutcome) -> str:
+        """Attach the file's picture to its dataset; what became of it, for the audit. A picture
+        that failed costs a warning, never the dataset, which stays as it is."""
+        if not self.config.thumbnail.enabled:
+            return ""
+        problem, pid = picture.problem, made.record["pid"]
+        if picture.thumbnail is not None:
+            try:
+                return self.publisher.attach(made, dataset, picture.thumbnail)
+            except SciCatError as e:
+                problem = f"SciCat refused it: {e}"[:300]
+        if problem:
+            logger.warning("job %s: dataset %s goes without a thumbnail: %s", job_id, pid, problem)
+            return f"failed: {problem}"
+        logger.debug("job %s: no thumbnail for dataset %s: the file has no NXdata with a signal", job_id, pid)
+        return "none: no NXdata with a signal"
 
     def record(self, outcome: Outcome, finished: FinishedWriting, run_start: Optional[RunStart],
                delivery: Optional[Delivery], attempts: int = 1) -> None:
@@ -3549,8 +4056,9 @@ class Ingestor:
                 "spooled for --replay" if spooled
                 else "not spooled: dry run" if self.spool.dry_run
                 else "in the spool already (its message came again)")
+        more = {"thumbnail": outcome.thumbnail} if outcome.thumbnail else {}
         self.audit(finished.job_id, outcome.path or finished.file_name, outcome.status, outcome.reason,
-                   pid=outcome.pid, missing_links=outcome.missing_links,
+                   pid=outcome.pid, missing_links=outcome.missing_links, **more,
                    durations_s={k: round(v, 6) for k, v in outcome.durations.items()})
 
     def spool_once(self, record: dict[str, Any]) -> bool:
@@ -4322,7 +4830,7 @@ def reopen_log_files() -> list[str]:
 # The packages the script imports (module: the package to install), and the mark of a
 # process that already moved to the checkout's .venv, so that it never loops.
 REQUIRED_PACKAGES = {"confluent_kafka": "confluent-kafka", "streaming_data_types": "ess-streaming-data-types",
-                     "h5py": "h5py", "requests": "requests"}
+                     "h5py": "h5py", "requests": "requests", "PIL": "pillow"}
 VENV_REEXEC_MARK = "SCICAT_INGESTOR_VENV"
 
 

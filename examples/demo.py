@@ -6,7 +6,8 @@ the ingestor in --dry-run mode on a generated configuration, and the
 file-writer stand-in in examples/producer for a handful of overlapping runs,
 unkeyed, on a job pool and a control topic as the real writer sends them, with
 one start the writer refuses and one job whose writer dies; shows, for each
-file, what the ingestor built, and what its watchdog reported; then stops
+file, what the ingestor built (its thumbnail too, written out as a PNG to open),
+and what its watchdog reported; then stops
 everything it started, also on Ctrl-C. Everything it writes goes to demo-output/ (or --output-dir);
 --keep-broker keeps the broker for trying a real SciCat ("From the demo to a real SciCat").
 """
@@ -14,6 +15,7 @@ everything it started, also on Ctrl-C. Everything it writes goes to demo-output/
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import re
 import shutil
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +42,8 @@ INGESTED = re.compile(
     r"ingested job (?P<job>\S+): file (?P<file>\S+), proposal (?P<proposal>\S+), "
     r"dataset (?P<name>'.*'|\".*\"), (?P<size>\d+) bytes, (?P<files>\d+) file"
 )
+# The dry run's picture of each file, in full: POST /Datasets/dry-run%2F<job id>/attachments {...}.
+ATTACHED = re.compile(r"dry run: would attach by POST /Datasets/(?P<pid>[^/\s]+)/attachments: (?P<body>\{.*\})$")
 
 
 def demo_config(out: Path, bootstrap: str) -> dict:
@@ -69,9 +74,11 @@ def demo_config(out: Path, bootstrap: str) -> dict:
 class LogWatcher:
     """Reads the ingestor's log as it comes and keeps the files it ingested."""
 
-    def __init__(self, process: subprocess.Popen, log_path: Path):
+    def __init__(self, process: subprocess.Popen, log_path: Path, thumbnails: Path):
         self.process = process
         self.log_path = log_path
+        self.thumbnails = thumbnails  # where each dataset's picture is written, <job id>.png
+        self.thumbnail_sizes: dict[str, int] = {}  # job id -> bytes of its PNG
         self.ingested: list[dict] = []
         self.consuming = threading.Event()
         self.last_statistics = "(none)"
@@ -90,6 +97,9 @@ class LogWatcher:
                     print(f"  watchdog: {self.watchdog[-1][:150]}")
                 if "statistics: " in line:
                     self.last_statistics = line[line.index("statistics: "):].strip()
+                attached = ATTACHED.search(line)
+                if attached:
+                    self.keep_thumbnail(attached)
                 found = INGESTED.search(line)
                 if found:
                     self.ingested.append(found.groupdict())
@@ -97,9 +107,18 @@ class LogWatcher:
                     print(f"  ingestor: job {run['job'][:8]}… -> dataset {run['name']}, proposal {run['proposal']}")
 
 
-def print_table(runs: list[dict]) -> None:
-    header = ("job", "file", "proposal", "dataset name", "size", "files")
-    rows = [(r["job"][:8] + "…", Path(r["file"]).name, r["proposal"], r["name"].strip("'\""), r["size"], r["files"])
+    def keep_thumbnail(self, attached: re.Match) -> None:
+        job = urllib.parse.unquote(attached["pid"]).removeprefix("dry-run/")
+        png = base64.b64decode(json.loads(attached["body"])["thumbnail"].split(",", 1)[1])
+        self.thumbnails.mkdir(exist_ok=True)
+        (self.thumbnails / f"{job}.png").write_bytes(png)
+        self.thumbnail_sizes[job] = len(png)
+
+
+def print_table(runs: list[dict], thumbnail_sizes: dict[str, int]) -> None:
+    header = ("job", "file", "proposal", "dataset name", "size", "files", "thumbnail")
+    rows = [(r["job"][:8] + "…", Path(r["file"]).name, r["proposal"], r["name"].strip("'\""), r["size"], r["files"],
+             f"{thumbnail_sizes[r['job']] / 1000:.1f} kB" if r["job"] in thumbnail_sizes else "none")
             for r in runs]
     widths = [max(len(str(x)) for x in column) for column in zip(header, *rows, strict=True)]
     for row in (header, tuple("-" * w for w in widths), *rows):
@@ -146,7 +165,7 @@ def show(args: argparse.Namespace, out: Path) -> int:
             start_new_session=True,  # Ctrl-C is the demo's: it stops the ingestor before the broker
         )
         print(f"2. ingestor (dry run, pid {ingestor.pid}) started on {shown(config_path)}")
-        watcher = LogWatcher(ingestor, out / "ingestor.log")
+        watcher = LogWatcher(ingestor, out / "ingestor.log", out / "thumbnails")
         try:
             status = run_producer_and_show(args, broker.bootstrap, out, watcher)
         finally:
@@ -186,9 +205,10 @@ def run_producer_and_show(args: argparse.Namespace, bootstrap: str, out: Path, w
     while (len(watcher.ingested) < args.runs or len(watcher.watchdog) < 2) and time.monotonic() < deadline:
         time.sleep(0.2)
     print(f"\n4. what the ingestor built ({len(watcher.ingested)} of {args.runs} runs):")
-    print_table(watcher.ingested)
+    print_table(watcher.ingested, watcher.thumbnail_sizes)
     print(f"   its watchdog reported {len(watcher.watchdog)} of the writer's jobs (a refused start, a job silent "
           f"for {JOB_SILENCE_S} s)")
+    print(f"   each dataset's thumbnail, as it would be attached: {shown(out / 'thumbnails')}/<job id>.png")
     print(f"\nFull log: {log}; audit trail: {shown(out / 'audit.jsonl')}; "
           f"each dataset in full: grep 'would create' {log}")
     return 0 if len(watcher.ingested) == args.runs and len(watcher.watchdog) == 2 else 1

@@ -163,9 +163,9 @@ class FileWriter:
 
     def run(self, proposal: str = "123456", metadata: str = "{}", error: bool = False,
             send_run_start: bool = True, write_file: bool = True, events: int = 100,
-            title: Optional[str] = None, send_finish: bool = True) -> dict:
+            title: Optional[str] = None, send_finish: bool = True, plots: bool = True) -> dict:
         """One run; returns job_id, path, size, run_name, title. Without send_finish the wrdn
-        waits for finish()."""
+        waits for finish(); without plots the file has no NXdata to draw."""
         job_id = str(uuid.uuid4())
         run_number = self.run_number
         self.run_number += 1
@@ -183,7 +183,7 @@ class FileWriter:
         if write_file:
             size = producer.write_nexus_file(
                 str(path), job_id=job_id, instrument=self.instrument, proposal=proposal,
-                run_number=run_number, title=title, events=events,
+                run_number=run_number, title=title, events=events, plots=plots,
             )
         if send_finish:
             messages.append(producer.make_finished_writing(

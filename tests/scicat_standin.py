@@ -372,6 +372,67 @@ def projected(doc: dict[str, Any], fields: Any) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k in fields or k == "_id"}
 
 
+# -- attachments ---------------------------------------------------------------------
+
+V3_ATTACHMENTS_LISTED = V4_ATTACHMENTS_LISTED = 10  # recorded: the v3 list and count, v4 without limits
+ATTACHMENT_TARGET_TYPES = ("dataset", "proposal", "sample", "published_data")
+TARGETS = Rule("isArray", lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v),
+               "must be an array of objects")
+# field -> (rule, required), in the order the backend names them (recorded).
+V3_ATTACHMENT_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "ownerGroup": (STRING, True), "caption": (STRING, True), "thumbnail": (STRING, False),
+    "accessGroups": (STRINGS, False), "datasetId": (STRING, False), "id": (STRING, False),
+}
+V4_ATTACHMENT_FIELDS: dict[str, tuple[Rule, bool]] = {
+    "ownerGroup": (STRING, True), "caption": (STRING, True), "isPublished": (BOOLEAN, True),
+    "thumbnail": (STRING, False), "accessGroups": (STRINGS, False), "relationships": (TARGETS, False),
+    "aid": (STRING, False),
+}
+
+
+def attachment_problems(body: dict[str, Any], fields: dict[str, tuple[Rule, bool]]) -> list[dict[str, Any]]:
+    """class-validator's errors for an attachment body: unknown fields, then each field's rule
+    ("caption must be a string", also for a missing one), then each relationship's."""
+    problems = [{"property": name, "constraints": {"whitelistValidation": f"property {name} should not exist"}}
+                for name in body if name not in fields]
+    for name, (rule, required) in fields.items():
+        value = body.get(name)
+        if (value is None and required) or (value is not None and not rule.ok(value)):
+            problems.append({"property": name, "constraints": {rule.name: f"{name} {rule.says}"}})
+    for i, target in enumerate(body.get("relationships") if TARGETS.ok(body.get("relationships")) else []):
+        if not isinstance(target.get("targetId"), str):
+            problems.append({"property": f"relationships.{i}.targetId",
+                             "constraints": {"isString": f"relationships.{i}.targetId must be a string"}})
+        if target.get("targetType") not in ATTACHMENT_TARGET_TYPES:
+            problems.append({"property": f"relationships.{i}.targetType", "constraints": {"isEnum": (
+                f"relationships.{i}.targetType must be one of the following values: "
+                f"{', '.join(ATTACHMENT_TARGET_TYPES)}")}})
+    return problems
+
+
+def _attachment_target(doc: dict[str, Any]) -> str | None:
+    """The dataset an attachment is attached to (v3's datasetId)."""
+    return next((r["targetId"] for r in doc["relationships"] if r.get("targetType") == "dataset"), None)
+
+
+def _v3_attachment(doc: dict[str, Any]) -> dict[str, Any]:
+    """An attachment in v3's names: datasetId and id, no relationships or aid."""
+    shown = {k: v for k, v in doc.items() if k not in ("relationships", "aid")}
+    return {**shown, "datasetId": _attachment_target(doc), "id": doc["_id"]}
+
+
+def _attachment_matches(doc: dict[str, Any], where: dict[str, Any]) -> bool:
+    """Equality on fields; "relationships.<field>" matches any of the attachment's relationships."""
+    for path, expected in where.items():
+        head, _, sub = path.partition(".")
+        if head == "relationships" and sub:
+            if not any(r.get(sub) == expected for r in doc["relationships"]):
+                return False
+        elif doc.get(path) != expected:
+            return False
+    return True
+
+
 # -- the SDK's second opinion ------------------------------------------------------
 
 _sdk_lock = threading.Lock()
@@ -595,6 +656,7 @@ class SciCatStandIn:
         self._proposals: dict[str, dict[str, Any]] = {}
         self._samples: dict[str, dict[str, Any]] = {}
         self._instruments: dict[str, dict[str, Any]] = {}
+        self._attachments: list[dict[str, Any]] = []  # oldest first, in v4's names
         self._log: list[tuple[str, str, int]] = []
         self._logins = 0
         self._faults: list[_Fault] = []
@@ -673,6 +735,7 @@ class SciCatStandIn:
 
     datasets = property(lambda self: self._snapshot(self._datasets), doc="pid -> stored dataset (a copy)")
     origdatablocks = property(lambda self: self._snapshot(self._blocks), doc="stored origdatablocks (a copy)")
+    attachments = property(lambda self: self._snapshot(self._attachments), doc="stored attachments, v4 names (a copy)")
     requests_log = property(lambda self: self._snapshot(self._log), doc="[(method, path, status)], path w/o query")
     logins = property(lambda self: self._logins, doc="successful POST /auth/login count")
     sdk_disagreements = property(lambda self: self._snapshot(self._disagreements),
@@ -791,6 +854,7 @@ class SciCatStandIn:
             ("DELETE", ("proposals", None), lambda req: self._delete(req, "proposal"), "writer"),
             ("DELETE", ("samples", None), lambda req: self._delete(req, "sample"), "writer"),
             ("DELETE", ("instruments", None), lambda req: self._delete(req, "instrument"), "writer"),
+            *self._attachment_routes(),
         ]
 
     def _v4_routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
@@ -814,7 +878,7 @@ class SciCatStandIn:
 
     def _served_routes(self, prefix: str) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
         if prefix == V4_PREFIX:
-            return self._v4_routes() if "v4" in self.apis else []
+            return self._v4_routes() + self._v4_attachment_routes() if "v4" in self.apis else []
         routes = self._routes()
         if "v3" not in self.apis:  # v3 switched off: its datasets and origdatablocks are gone
             routes = [r for r in routes if r[1][0] not in ("datasets", "origdatablocks")]
@@ -1247,6 +1311,164 @@ class SciCatStandIn:
     def _count(self, req: Request, docs: list[dict[str, Any]]) -> Answer:
         where = _filter_of(req).get("where", {})  # ?where= is not read: everything visible is counted
         return Answer(200, {"count": sum(1 for d in docs if matches(d, where))})
+
+    # -- attachments: the v3 routes under a dataset and the v4 /attachments ones ---------------
+    #
+    # Stored once, in v4's names (relationships, aid); each route shows them as recorded:
+    # v3 with a datasetId, newest first and at most ten; v4 lists without "id". No cascade:
+    # a dataset's delete leaves its attachments.
+
+    def _attachment_routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
+        return [
+            ("POST", ("datasets", None, "attachments"), self._create_attachment_v3, "writer"),
+            ("GET", ("datasets", None, "attachments"), self._attachments_of_dataset, "reader"),
+            ("GET", ("datasets", None, "attachments", "count"),
+             lambda req: Answer(200, {"count": len(self._attachments_of(self._readable_dataset(req)))}), "reader"),
+            ("GET", ("datasets", None, "thumbnail"), self._thumbnail_of_dataset, "reader"),
+            ("DELETE", ("datasets", None, "attachments", None), self._delete_attachment_v3, "writer"),
+            ("DELETE", ("datasets", None, "attachments"), self._delete_attachments_v3, "writer"),
+        ]
+
+    def _v4_attachment_routes(self) -> list[tuple[str, tuple[str | None, ...], Callable[[Request], Answer], str]]:
+        return [
+            ("POST", ("attachments",), self._create_attachment_v4, "writer"),
+            ("POST", ("attachments", "isvalid"), self._attachment_is_valid, "writer"),
+            ("GET", ("attachments",), lambda req: self._find_attachments(req, published_only=False), "reader"),
+            ("GET", ("attachments", "public"), lambda req: self._find_attachments(req, published_only=True), "anyone"),
+            ("GET", ("attachments", None), self._get_attachment, "reader"),
+            ("DELETE", ("attachments", None), self._delete_attachment_v4, "writer"),
+        ]
+
+    def attachments_of(self, pid: str) -> list[dict[str, Any]]:
+        """The attachments of a dataset, oldest first, in v4's names (a copy)."""
+        with self._lock:
+            return [copy.deepcopy(a) for a in self._attachments if _attachment_target(a) == pid]
+
+    def _readable_dataset(self, req: Request) -> str:
+        """The pid of the path's dataset, if it exists and the caller may read it."""
+        with self._lock:
+            dataset = self._datasets.get(req.args[0])
+            if dataset is None:
+                raise _Refused(_error(404, f"dataset: {req.args[0]} not found"))
+            if not self._may_read(req.user, dataset):
+                raise _Refused(NOT_YOURS)
+        return req.args[0]
+
+    def _attachments_of(self, pid: str) -> list[dict[str, Any]]:
+        """As the v3 routes see them: newest first, ten at most (recorded: count says 10 of 12 too)."""
+        with self._lock:
+            return [copy.deepcopy(a) for a in reversed(self._attachments)
+                    if _attachment_target(a) == pid][:V3_ATTACHMENTS_LISTED]
+
+    def _attachments_of_dataset(self, req: Request) -> Answer:
+        return Answer(200, [_v3_attachment(a) for a in self._attachments_of(self._readable_dataset(req))])
+
+    def _thumbnail_of_dataset(self, req: Request) -> Answer:
+        shown = next((a for a in self._attachments_of(self._readable_dataset(req)) if "thumbnail" in a), None)
+        return Answer(200, {"thumbnail": shown["thumbnail"]} if shown else {})
+
+    def _new_attachment(self, body: dict[str, Any], user: str, relationships: list[dict[str, Any]]) -> dict[str, Any]:
+        now, aid = _now(), body.get("aid") or str(uuid.uuid4())
+        doc = {"_id": aid, "createdBy": user, "updatedBy": user, "ownerGroup": body["ownerGroup"],
+               "accessGroups": list(body.get("accessGroups") or []), "isPublished": body.get("isPublished", False),
+               "aid": aid, **({"thumbnail": body["thumbnail"]} if body.get("thumbnail") is not None else {}),
+               "caption": body["caption"],
+               "relationships": [{**r, "relationType": r.get("relationType") or "is attached to"}
+                                 for r in relationships],
+               "createdAt": now, "updatedAt": now, "__v": 0}
+        with self._lock:
+            if any(a["_id"] == aid for a in self._attachments):
+                raise _Refused(INTERNAL)  # a client aid used already: the database's duplicate key
+            self._attachments.append(doc)
+        return copy.deepcopy(doc)
+
+    def _create_attachment_v3(self, req: Request) -> Answer:
+        body = _object_body(req)
+        problems = attachment_problems(body, V3_ATTACHMENT_FIELDS)
+        if problems:
+            return _nest_refusal(problems)
+        with self._lock:
+            dataset = copy.deepcopy(self._datasets.get(req.args[0]))
+        if dataset is None:
+            return _error(404, f"dataset: {req.args[0]} not found")
+        if req.user not in self._privileged and dataset["ownerGroup"] not in self._groups_of(req.user):
+            return FORBIDDEN
+        # The path names the dataset (a datasetId in the body is ignored), the dataset its owner
+        # group; a client's "id" is ignored too (recorded).
+        doc = self._new_attachment({**body, "ownerGroup": dataset["ownerGroup"], "aid": None}, req.user,
+                                   [{"targetId": dataset["pid"], "targetType": "dataset"}])
+        return Answer(201, _v3_attachment(doc))
+
+    def _delete_attachment_v3(self, req: Request) -> Answer:
+        """Recorded: the dataset's oldest attachment goes, whatever the id; none left, an empty answer."""
+        self._may_delete(req.user)
+        pid = self._readable_dataset(req)
+        with self._lock:
+            doc = next((a for a in self._attachments if _attachment_target(a) == pid), None)
+            if doc is None:
+                return Answer(200, empty=True)
+            self._attachments.remove(doc)
+        return Answer(200, doc)
+
+    def _delete_attachments_v3(self, req: Request) -> Answer:
+        self._may_delete(req.user)
+        pid = self._readable_dataset(req)
+        with self._lock:
+            kept = [a for a in self._attachments if _attachment_target(a) != pid]
+            gone, self._attachments = len(self._attachments) - len(kept), kept
+        return Answer(200, {"count": gone})
+
+    def _create_attachment_v4(self, req: Request) -> Answer:
+        body = _object_body(req)
+        problems = attachment_problems(body, V4_ATTACHMENT_FIELDS)
+        if problems:
+            return _nest_refusal(problems)
+        # Unlike v3, the owner group is kept as sent and the targets are not checked (recorded).
+        doc = self._new_attachment(body, req.user, body.get("relationships") or [])
+        return Answer(201, {**doc, "id": doc["_id"]})
+
+    def _attachment_is_valid(self, req: Request) -> Answer:
+        body = _object_body(req)
+        problems = attachment_problems(body, V4_ATTACHMENT_FIELDS)
+        return Answer(200, {"valid": not problems, "reason": [
+            {"target": body, "property": p["property"], "children": [], "constraints": p["constraints"]}
+            for p in problems]})
+
+    def _find_attachments(self, req: Request, published_only: bool) -> Answer:
+        flt = _filter_of(req)
+        where = flt.get("where", {})
+        if not isinstance(where, dict):
+            return _error(400, "filter.where must be an object")
+        unknown = next((k for k in where if k.split(".")[0] not in V4_ATTACHMENT_FIELDS and k != "_id"), None)
+        if unknown:
+            return _error(400, f"Property where.{unknown} should not exist in the filter object")
+        limits = flt.get("limits") if isinstance(flt.get("limits"), dict) else {}
+        limit = limits.get("limit") if type(limits.get("limit")) is int else V4_ATTACHMENTS_LISTED
+        with self._lock:
+            found = [copy.deepcopy(a) for a in self._attachments if _attachment_matches(a, where)
+                     and self._may_read(None if published_only else req.user, a)]
+        # Recorded: a projection lists them oldest first, a whole listing newest first.
+        if not flt.get("fields"):
+            found.reverse()
+        return Answer(200, [projected(a, flt.get("fields")) for a in found[:limit]])
+
+    def _get_attachment(self, req: Request) -> Answer:
+        with self._lock:
+            doc = next((copy.deepcopy(a) for a in self._attachments if a["_id"] == req.args[0]), None)
+        if doc is None:
+            return _error(404, f"Attachment: {req.args[0]} not found")
+        if not self._may_read(req.user, doc):
+            return _error(403, "Unauthorized to this attachment")
+        return Answer(200, {**doc, "id": doc["_id"]})
+
+    def _delete_attachment_v4(self, req: Request) -> Answer:
+        self._may_delete(req.user)
+        with self._lock:
+            doc = next((a for a in self._attachments if a["_id"] == req.args[0]), None)
+            if doc is None:
+                return _error(404, f"Attachment: {req.args[0]} not found")
+            self._attachments.remove(doc)
+        return Answer(200, {**doc, "id": doc["_id"]})
 
     # -- the SDK's second opinion ---------------------------------------------------------
 

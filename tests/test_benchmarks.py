@@ -46,3 +46,11 @@ def test_growth_benchmark_prints_its_four_tables(kafka_bootstrap, tmp_path):
     for title in ("1. metadata read time", "2. checksum throughput", "3. resident memory", "4. passing over"):
         assert title in out
     assert "through Kafka" in out and "target" in out
+
+
+def test_thumbnail_benchmark_prints_milliseconds_per_picture_of_a_large_signal(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "bench_thumbnail.py"), "--size-gb", "0.02",
+                           "--repeat", "1", "--work-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1. milliseconds per thumbnail" in done.stdout and "target <= 500 ms" in done.stdout
+    assert "the producer's 256 x 320 uint32" in done.stdout

@@ -33,7 +33,7 @@ def test_sample_config_is_valid_and_explains_every_key():
     config = si.parse_config(raw | {"options": {**raw["options"], "dry_run": True}})
     assert config.kafka.topics == ["command_channel"]
     # Every key of every section appears in the sample, each with a "#key" explanation.
-    for section in ("kafka", "scicat", "files", "spool", "audit", "options", "health"):
+    for section in ("kafka", "scicat", "files", "spool", "audit", "options", "health", "thumbnail"):
         keys = [f.name for f in si.dataclasses.fields(getattr(si, type(getattr(config, section)).__name__))]
         for key in keys:
             assert key in raw[section], f"{section}.{key} missing from config.sample.json"

@@ -50,6 +50,10 @@ def test_make_demo_shows_every_run_and_cleans_up_after_itself(tmp_path):
     assert "producer: 5 runs sent to ess_filewriter_pool and the control topics" in out_text
     # Everything in the folder asked for; nothing of it left running.
     assert (out / "config.json").exists() and len(list((out / "data").glob("*.hdf"))) == 5
+    # Each dataset's picture: its size in the table, the PNG in the folder, one a person can open.
+    assert all(re.search(r"\s\d+\.\d kB\s*$", row) for row in rows), rows
+    pictures = list((out / "thumbnails").glob("*.png"))
+    assert len(pictures) == 5 and all(p.read_bytes().startswith(b"\x89PNG\r\n") for p in pictures)
     pids = pids_shown(out_text)
     assert len(pids) == 2, out_text
     assert [pid for pid in pids if running(pid)] == [], "the demo left its broker or ingestor running"

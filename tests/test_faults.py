@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -117,8 +118,9 @@ def test_deterministic_pids_make_redelivery_harmless(tmp_path, data_dir, scicat,
 def test_with_deterministic_pids_a_new_file_costs_two_requests(tmp_path, data_dir, scicat, kafka_bootstrap,
                                                                 kafka_topic, api):
     """No lookup before creating: SciCat's 409 tells a duplicate (above), so a new file costs
-    SciCat one dataset POST and one origdatablock POST, after the login (and the cached
-    proposal, instrument and sample lookups)."""
+    SciCat one dataset POST, one origdatablock POST and one POST of its picture (a dataset just
+    made has no attachments to look for), after the login (and the cached proposal, instrument
+    and sample lookups)."""
     config = ingestor_config(tmp_path, kafka_bootstrap, kafka_topic, scicat.url, api=api)
     config["dataset"]["pid_prefix"] = "20.500.12269"
     with IngestorProcess(tmp_path, config) as ingestor:
@@ -127,6 +129,9 @@ def test_with_deterministic_pids_a_new_file_costs_two_requests(tmp_path, data_di
     assert [a["outcome"] for a in ingestor.audit()] == ["ingested"]
     datasets = [(method, path) for method, path, _ in scicat.requests_log
                 if not path.startswith(("/api/v3/Proposals", "/api/v3/Instruments", "/api/v3/Samples"))]
+    [pid] = scicat.datasets
+    picture = {"v3": "/api/v3/Datasets/" + urllib.parse.quote(pid, safe="") + "/attachments",
+               "v4": "/api/v4/attachments"}[api]
     collections = {"v3": ["/api/v3/Datasets", "/api/v3/OrigDatablocks"],
                    "v4": ["/api/v4/datasets", "/api/v4/origdatablocks"]}[api]
-    assert datasets == [("POST", "/api/v3/auth/login"), *(("POST", path) for path in collections)]
+    assert datasets == [("POST", "/api/v3/auth/login"), *(("POST", path) for path in [*collections, picture])]

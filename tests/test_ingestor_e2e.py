@@ -66,7 +66,7 @@ def test_a_finished_file_becomes_a_dataset_with_its_file_list(tmp_path, scicat, 
     [audit] = ingestor.audit()
     assert audit["outcome"] == "ingested" and audit["pid"] == dataset["pid"] and audit["job_id"] == run["job_id"]
     # Where the time went, stage by stage.
-    assert set(audit["durations_s"]) == {"decode_s", "metadata_s", "checksum_s", "scicat_s"}
+    assert set(audit["durations_s"]) == {"decode_s", "metadata_s", "checksum_s", "thumbnail_s", "scicat_s"}
 
 
 def test_sigterm_stops_cleanly_and_the_offset_is_committed(tmp_path, scicat, setup):

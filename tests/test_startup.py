@@ -46,7 +46,7 @@ def test_without_the_packages_anywhere_one_line_names_what_to_install(tmp_path):
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith(f"scicat_ingestor: {sys.executable} lacks the Python packages confluent-kafka, "
-                           "ess-streaming-data-types, h5py, requests: pip install -r requirements_SFI.txt")
+                           "ess-streaming-data-types, h5py, requests, pillow: pip install -r requirements_SFI.txt")
     assert result.stdout == ""
 
 

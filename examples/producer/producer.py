@@ -11,7 +11,9 @@ message with a null key:
 2. the writer's echo of it on the instrument's control topic, then there an
    answ (start accepted) and x5f2 heartbeats naming the job and file;
 3. the NeXus file, written with h5py in the layout real ESS files have, to a
-   temporary name first, then renamed into place;
+   temporary name first, then renamed into place; with a default plot (a detector
+   image, and a time-of-flight spectrum beside it) that the ingestor draws as the
+   dataset's thumbnail;
 4. on the control topic: 6s4t (the stop), answ (stop accepted), and the wrdn
    finished writing with the run start's metadata copied.
 
@@ -156,8 +158,9 @@ def _group(parent: h5py.Group, name: str, nx_class: str) -> h5py.Group:
 def write_nexus_file(path: str, *, job_id: str, instrument: str = "DREAM", proposal: str = "123456",
                      run_number: int = 1, title: str = "test run", start_time: Optional[float] = None,
                      end_time: Optional[float] = None, users=DEFAULT_USERS, sample: str = "a sample",
-                     events: int = 1000) -> int:
-    """Write an ESS-like NeXus file; returns its size in bytes."""
+                     events: int = 1000, plots: bool = True) -> int:
+    """Write an ESS-like NeXus file; returns its size in bytes. With ``plots``, a default plot
+    (NeXus "default" from the root to /entry/detector_image) and a spectrum beside it."""
     start_time = start_time if start_time is not None else time.time()
     end_time = end_time if end_time is not None else start_time + 60
     target = Path(path)
@@ -183,6 +186,8 @@ def write_nexus_file(path: str, *, job_id: str, instrument: str = "DREAM", propo
                 _text(user, field, value)
         _write_event_data(_group(nx_instrument, "detector", "NXdetector"), events, start_time)
         _write_log(_group(nx_instrument, "sample_temperature", "NXlog"), start_time)
+        if plots:
+            _write_plots(f, entry, run_number)
     os.replace(temporary, target)
     return target.stat().st_size
 
@@ -203,6 +208,58 @@ def _write_event_data(detector: h5py.Group, events: int, start_time: float) -> N
                                * 71_428_571)
     zero.attrs["units"] = "ns"
     data.create_dataset("event_index", data=np.arange(pulses, dtype=np.uint64) * (events // pulses))
+
+
+IMAGE_PIXELS = (256, 320)  # rows (y), columns (x) of the detector image
+SPECTRUM_BINS = 500
+
+
+def _write_plots(f: h5py.File, entry: h5py.Group, run_number: int) -> None:
+    """A detector image (a Debye-Scherrer ring on a noisy background, the ring's radius the run's
+    own) and a time-of-flight spectrum (Bragg peaks), each an NXdata with signal, axes and units;
+    the "default" attributes lead from the root to the image."""
+    rng = np.random.default_rng(run_number)
+    rows, columns = IMAGE_PIXELS
+    y = np.linspace(-80.0, 80.0, rows)
+    x = np.linspace(-100.0, 100.0, columns)
+    radius = np.hypot(*np.meshgrid(x, y))
+    ring = 40 + 5 * (run_number % 6)
+    counts = rng.poisson(5 + 400 * np.exp(-((radius - ring) / 4) ** 2) + 60 * np.exp(-(radius / 12) ** 2))
+    f.attrs["default"] = "entry"
+    entry.attrs["default"] = "detector_image"
+    image = _group(entry, "detector_image", "NXdata")
+    image.attrs["signal"] = "counts"
+    image.attrs["axes"] = ["y", "x"]
+    image.create_dataset("counts", data=counts.astype(np.uint32), chunks=True, compression="gzip")
+    for name, values in (("y", y), ("x", x)):
+        image.create_dataset(name, data=values).attrs["units"] = "mm"
+    tof = np.linspace(1000.0, 71000.0, SPECTRUM_BINS)
+    peaks = sum(h * np.exp(-((tof - c) / 600) ** 2) for c, h in ((18000, 300), (26000, 800), (41000, 500)))
+    spectrum = _group(entry, "spectrum", "NXdata")
+    spectrum.attrs["signal"] = "intensity"
+    spectrum.attrs["axes"] = ["time_of_flight"]
+    spectrum.create_dataset("intensity", data=rng.poisson(20 + peaks).astype(np.float64)).attrs["units"] = "counts"
+    spectrum.create_dataset("time_of_flight", data=tof).attrs["units"] = "us"
+
+
+def write_large_plot(path: str, shape: tuple[int, int], chunk: tuple[int, int]) -> int:
+    """A NeXus file whose default plot is a float32 image of ``shape``, every chunk written already
+    compressed (four values in turn): gigabytes of signal in a file of a few MB, for the thumbnail's
+    tests and benchmark. Returns the signal's size in bytes."""
+    import zlib
+
+    with h5py.File(path, "w") as f:
+        f.attrs["default"] = "entry"
+        entry = _group(f, "entry", "NXentry")
+        entry.attrs["default"] = "data"
+        data = _group(entry, "data", "NXdata")
+        data.attrs["signal"] = "signal"
+        signal = data.create_dataset("signal", shape=shape, dtype="float32", chunks=chunk, compression="gzip")
+        compressed = [zlib.compress(np.full(chunk, value, dtype="float32").tobytes()) for value in range(4)]
+        for row in range(0, shape[0], chunk[0]):
+            for column in range(0, shape[1], chunk[1]):
+                signal.id.write_direct_chunk((row, column), compressed[(row // chunk[0] + column // chunk[1]) % 4])
+    return int(np.prod(shape)) * 4
 
 
 def _write_log(log: h5py.Group, start_time: float) -> None:
