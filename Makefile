@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 BROKER_PORT ?= 9092
 # Tests run side by side in this many processes (pytest-xdist); each has its own broker.
-JOBS ?= 3
+JOBS ?= 5
 
 .PHONY: venv test demo broker clean
 
