@@ -2205,7 +2205,8 @@ def picture_of_file(path: str, settings: ThumbnailConfig, opened: Any = None) ->
 #   contactEmail         metadata contact_email, NeXus users' emails (";"-joined),
 #                        the proposal's pi_email or email, dataset.contact_email
 #   ownerGroup           metadata owner_group, the proposal's, dataset.ownable.ownerGroup
-#   accessGroups         metadata access_groups, the proposal's, dataset.ownable.accessGroups;
+#   accessGroups         metadata access_groups (a list, or one string of comma-separated
+#                        groups), the proposal's, dataset.ownable.accessGroups;
 #                        then dataset.ingestor_group added
 #   instrument name      metadata instrument_name, run start's instrument_name,
 #                        NeXus instrument/name, dataset.instrument_name
@@ -2279,6 +2280,14 @@ def first_of(*candidates: tuple[str, str, Any]) -> Sourced:
         if value not in (None, "", [], {}):
             return Sourced(value, source, detail)
     return Sourced("", "none", "no source had a value")
+
+
+def group_list(groups: Any) -> list[str]:
+    """Access groups as a list: experiment control may send one string, "a, b" meaning two
+    groups (list() of it would make a group of each character)."""
+    if isinstance(groups, str):
+        return [g.strip() for g in groups.split(",") if g.strip()]
+    return [str(g) for g in groups or [] if g not in (None, "")]
 
 
 def message_metadata(run_start: Optional[RunStart], finished: FinishedWriting) -> dict[str, Any]:
@@ -2417,7 +2426,7 @@ def build_dataset(
     access_groups = first_of(("message", "metadata access_groups", metadata.get("access_groups")),
                              ("lookup", "the proposal's accessGroups", proposal.access_groups),
                              ("default", "dataset.ownable.accessGroups", defaults.ownable.accessGroups))
-    access_groups.value = list(access_groups.value or [])
+    access_groups.value = group_list(access_groups.value)
     sources: dict[str, Sourced] = {
         "type": Sourced("raw", "ingestor", "always"),
         "datasetName": first_of(("message", "run start's run name", run.run_name),

@@ -173,6 +173,12 @@ def test_groups_from_metadata_beat_the_defaults():
     assert build()["ownerGroup"] == "ess" and build()["accessGroups"] == ["dream"]
 
 
+def test_access_groups_sent_as_one_string_are_comma_separated_groups_not_characters():
+    assert build(run_start(metadata={"access_groups": "p123456, dream-team"}))["accessGroups"] == [
+        "p123456", "dream-team"]
+    assert build(run_start(metadata={"access_groups": "p123456"}))["accessGroups"] == ["p123456"]
+
+
 def test_creation_location_falls_back_to_the_instrument_name_in_order():
     assert build(run_start(metadata={"instrument_name": "LOKI"}), nx=nexus(instrument_name="ODIN"))[
         "creationLocation"] == "LOKI"
