@@ -35,6 +35,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fnmatch
+import functools
 import grp
 import hashlib
 import json
@@ -2056,13 +2057,14 @@ class ThumbnailPainter:
         self.right = width - (70 if colour_scale else 12)
 
     @staticmethod
-    def palette() -> list[tuple[int, int, int]]:
+    @functools.lru_cache(maxsize=1)  # the same for every picture; made point by point it cost 15 ms each
+    def palette() -> tuple[tuple[int, int, int], ...]:
         import numpy as np
 
         stops = np.array(VIRIDIS_STOPS, dtype=float)
         where = np.linspace(0, len(stops) - 1, SCALE_COLOURS)
-        scale = [tuple(int(round(np.interp(w, range(len(stops)), stops[:, c]))) for c in range(3)) for w in where]
-        return scale + list(FRAME_COLOURS)
+        channels = [np.rint(np.interp(where, np.arange(len(stops)), stops[:, c])).astype(int) for c in range(3)]
+        return tuple(zip(*(ch.tolist() for ch in channels))) + tuple(FRAME_COLOURS)
 
     def text(self, xy: tuple[float, float], text: str, anchor: str = "la") -> None:
         self.draw.text(xy, text, fill=BLACK_INDEX, font=self.font, anchor=anchor)

@@ -28,11 +28,11 @@ from harness import (FAST_CONSUMER, add_common_arguments, kafka, machine_line, m
 # recommended way to never make a dataset twice).
 OVERRIDES = {"dataset.pid_prefix": "20.500.12269"}
 RATIO_TARGETS = {0.0: 1.5, 0.020: 1.10}  # ingestor / bare, by delay per request
-STAGES = ("decode", "metadata read", "checksum", "SciCat HTTP", "building the payloads", "Kafka poll and commit",
+STAGES = ("decode", "metadata read", "checksum", "picture", "SciCat HTTP", "building the payloads", "Kafka poll and commit",
           "audit trail", "log lines", "other")
 # The audit trail's durations_s of a file, by stage.
 WALL_STAGES = {"decode": "decode_s", "metadata read": "metadata_s", "checksum": "checksum_s",
-               "SciCat HTTP": "scicat_s"}
+               "picture": "thumbnail_s", "SciCat HTTP": "scicat_s"}
 
 
 def main() -> int:
