@@ -2868,16 +2868,16 @@ class AttachmentCall:
     params: Any = None
 
 
-def attachment_post(api: str, pid: str, thumbnail: Thumbnail, ownable: Ownable) -> AttachmentCall:
+def attachment_post(api: "DatasetApi", pid: str, thumbnail: Thumbnail, ownable: Ownable) -> AttachmentCall:
     """The POST attaching a picture to a dataset: v3 names the dataset in the path, v4 in a
     relationship and wants isPublished (both as recorded from scicat-backend-next 4.27)."""
     body = {"thumbnail": thumbnail.data_uri(), "caption": thumbnail.caption, "ownerGroup": ownable.ownerGroup,
             "accessGroups": list(ownable.accessGroups)}
-    if api == "v4":
+    if api.version == "v4":
         return AttachmentCall("POST", "/attachments", {
             **body, "isPublished": False,
             "relationships": [{"targetId": pid, "targetType": "dataset", "relationType": "is attached to"}]})
-    return AttachmentCall("POST", f"/Datasets/{urllib.parse.quote(pid, safe='')}/attachments", body)
+    return AttachmentCall("POST", api.dataset_path(pid) + "/attachments", body)
 
 
 # v3 lists a dataset's newest ten attachments and takes no filter (recorded): ours is found
@@ -2885,13 +2885,13 @@ def attachment_post(api: str, pid: str, thumbnail: Thumbnail, ownable: Ownable) 
 ATTACHMENT_SEARCH_LIMIT = 100
 
 
-def attachment_search(api: str, pid: str) -> AttachmentCall:
+def attachment_search(api: "DatasetApi", pid: str) -> AttachmentCall:
     """The GET listing a dataset's attachments (their captions at least)."""
-    if api == "v4":
+    if api.version == "v4":
         where = {"where": {"relationships.targetId": pid}, "fields": ["caption"],
                  "limits": {"limit": ATTACHMENT_SEARCH_LIMIT}}
         return AttachmentCall("GET", "/attachments", params={"filter": json.dumps(where)})
-    return AttachmentCall("GET", f"/Datasets/{urllib.parse.quote(pid, safe='')}/attachments")
+    return AttachmentCall("GET", api.dataset_path(pid) + "/attachments")
 
 
 class SciCatClient:
@@ -3463,17 +3463,13 @@ class Publisher:
         if not made.just_posted and self.find_picture(pid) is not None:
             return "attached already"
         ownable = Ownable(dataset["ownerGroup"], list(dataset.get("accessGroups") or []))
-        call = attachment_post(self.api_version(), pid, thumbnail, ownable)
+        call = attachment_post(self.catalogue.dataset_api(), pid, thumbnail, ownable)
         self.create_once(f"the thumbnail of {pid}", lambda: self.catalogue.post_attachment(call),
                          lambda: self.find_picture(pid))
         return "attached"
 
-    def api_version(self) -> str:
-        """Pictures go through the API the datasets go through (scicat.api; auto chosen at start)."""
-        return self.catalogue.dataset_api().version
-
     def find_picture(self, pid: str) -> Optional[dict[str, Any]]:
-        found = self.catalogue.attachments(attachment_search(self.api_version(), pid))
+        found = self.catalogue.attachments(attachment_search(self.catalogue.dataset_api(), pid))
         return next((a for a in found if str(a.get("caption", "")).startswith(THUMBNAIL_CAPTION_PREFIX)), None)
 
     def create_once(self, what: str, post: typing.Callable[[], Any], find: typing.Callable[[], Any]) -> Any:
